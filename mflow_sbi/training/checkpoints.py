@@ -1,0 +1,55 @@
+"""Checkpoints: the model's state dict plus its JSON config in one file, written atomically
+and loaded with `weights_only=True` (no arbitrary unpickling)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mflow_sbi.models import ConditionalModel, build_model
+
+FORMAT_VERSION = 1
+
+
+def save_model(path: str | Path, model: ConditionalModel, metadata: dict[str, Any] | None = None) -> Path:
+    """Write {format_version, config (JSON), metadata (JSON), state_dict} to `path` atomically:
+    a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(model.config),
+        "metadata": json.dumps(metadata or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ConditionalModel, dict[str, Any]]:
+    """The model saved at `path` and its metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise ValueError(f"{path} is not an mflow-sbi checkpoint")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {payload['format_version']}; this version reads format {FORMAT_VERSION}"
+        )
+    model = build_model(json.loads(payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model, json.loads(payload["metadata"])

@@ -1,0 +1,45 @@
+"""Stacks of couplings and mixing layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from zuko.lazy import LazyComposedTransform, LazyTransform
+
+from mflow_sbi.transforms.coupling import RQSCoupling
+from mflow_sbi.transforms.linear import lu_linear, permutation
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Architecture of one flow: `layers` RQS couplings, each followed by a mixing layer
+    (random permutation or LU linear). Defaults: the paper's reference architecture."""
+
+    layers: int = 5
+    bins: int = 10
+    bound: float = 6.0
+    hidden: int = 100
+    blocks: int = 2
+    mixing: Literal["permutation", "lu"] = "permutation"
+    seed: int = 0
+
+
+def build_flow(features: int, context: int, config: FlowConfig) -> LazyTransform:
+    """coupling → mixing, `config.layers` times; a bijection of R^features, conditioned on a
+    context of `context` features (0 for none). Permutations are drawn from `config.seed`."""
+    if config.mixing not in ("permutation", "lu"):
+        raise ValueError(f"mixing must be 'permutation' or 'lu', got {config.mixing!r}")
+    generator = torch.Generator().manual_seed(config.seed)
+    layers: list[LazyTransform] = []
+    for i in range(config.layers):
+        mask = torch.arange(features) % 2 == i % 2
+        if features > 1:
+            layers.append(RQSCoupling(features, context, mask, config.bins, config.bound, config.hidden, config.blocks))
+        layers.append(
+            permutation(torch.randperm(features, generator=generator))
+            if config.mixing == "permutation"
+            else lu_linear(features)
+        )
+    return LazyComposedTransform(*layers)

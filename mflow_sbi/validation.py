@@ -1,0 +1,43 @@
+"""Checks at the public boundary: shapes, dtypes, finiteness. Each raises a `ValueError` naming
+the offending argument instead of letting a NaN or a broadcast surprise travel downstream."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_matrix(name: str, value: Tensor, columns: int | None = None) -> Tensor:
+    """Return `value` if it is a finite floating-point tensor of shape (batch, columns)."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D with shape (batch, {columns if columns else 'features'}), "
+            f"got shape {tuple(value.shape)}"
+        )
+    if columns is not None and value.shape[1] != columns:
+        raise ValueError(f"{name} must have {columns} columns, got shape {tuple(value.shape)}")
+    if not torch.isfinite(value).all():
+        bad = (~torch.isfinite(value)).any(dim=1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name} contains NaN or infinite values (rows {bad}...)")
+    return value
+
+
+def check_same_batch(**tensors: Tensor) -> None:
+    """Raise unless every tensor has the same leading (batch) size."""
+    sizes = {name: t.shape[0] for name, t in tensors.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"batch sizes differ: {sizes}")
+
+
+def check_in_support(name: str, value: Tensor, distribution: torch.distributions.Distribution) -> None:
+    """Raise unless every row of `value` lies in the support of `distribution` (e.g. a prior)."""
+    inside = distribution.support.check(value)
+    while inside.ndim > 1:  # element-wise supports (Uniform) give one flag per coordinate
+        inside = inside.all(dim=-1)
+    if not bool(inside.all()):
+        bad = (~inside).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name} lies outside the prior support at rows {bad}")
