@@ -51,5 +51,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
             f"{path} has checkpoint format {payload['format_version']}; this version reads format {FORMAT_VERSION}"
         )
     model = build_model(json.loads(payload["config"]))
+    dtypes = {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()}
+    if len(dtypes) == 1:  # keep the precision the model was saved in
+        model.to(dtypes.pop())
     model.load_state_dict(payload["state_dict"])
     return model, json.loads(payload["metadata"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from mflow_sbi.models import ConditionalModel
@@ -24,7 +25,9 @@ def reconstruction_loss(model: ConditionalModel, x: Tensor, theta: Tensor) -> Te
 def latent_negative_log_likelihood(model: ConditionalModel, x: Tensor, theta: Tensor) -> Tensor:
     """-log p_h(u|θ) with u = g⁻¹(x) held fixed: the density phase's loss, Eq. (3) without the
     -½ log det(J_gᵀ J_g) term, which does not depend on h."""
-    return -model.log_prob_latent(model.encode(x).detach(), theta)
+    with torch.no_grad():
+        u = model.encode(x)
+    return -model.log_prob_latent(u, theta)
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,17 @@ from mflow_sbi.transforms.linear import lu_linear, permutation
 @dataclass(frozen=True)
 class FlowConfig:
     """Architecture of one flow: `layers` RQS couplings, each followed by a mixing layer
-    (random permutation or LU linear). Defaults: the paper's reference architecture."""
+    (LU linear or random permutation). Defaults: the paper's reference architecture (5 layers,
+    10 bins, tail bound 6, residual conditioner with 100 units and 2 blocks) with LU mixing,
+    which the paper also uses: on the 3-D polynomial surface, permutations alone leave the
+    manifold phase stuck at a reconstruction error ~40x larger (measured, see README)."""
 
     layers: int = 5
     bins: int = 10
     bound: float = 6.0
     hidden: int = 100
     blocks: int = 2
-    mixing: Literal["permutation", "lu"] = "permutation"
+    mixing: Literal["lu", "permutation"] = "lu"
     seed: int = 0
 
 
