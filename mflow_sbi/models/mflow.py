@@ -30,7 +30,7 @@ class MFlow(ConditionalModel):
         latent_dim: int,
         outer: FlowConfig | dict | None = None,
         inner: FlowConfig | dict | None = None,
-        jacobian_chunk_size: int = 256,
+        jacobian_chunk_size: int | None = None,
     ) -> None:
         super().__init__(data_dim, theta_dim, latent_dim, inner)
         outer = as_flow_config(outer)
@@ -69,7 +69,7 @@ class MeFlow(MFlow):
         latent_dim: int,
         outer: FlowConfig | dict | None = None,
         inner: FlowConfig | dict | None = None,
-        jacobian_chunk_size: int = 256,
+        jacobian_chunk_size: int | None = None,
         encoder_hidden: int = 100,
         encoder_blocks: int = 2,
     ) -> None:
