@@ -113,3 +113,13 @@ def test_training_rejects_mismatched_data(dataset):
     x, theta = dataset
     with pytest.raises(ValueError, match="batch sizes differ"):
         train(AmbientFlow(3, 1, inner=SMALL), x, theta[:-1], config=QUICK)
+
+
+def test_checkpoint_of_another_format_fails_clearly(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format_version": 99, "config": "{}", "metadata": "{}", "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="format 99; this version reads format 1"):
+        load_model(path)
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="not an mflow-sbi checkpoint"):
+        load_model(path)
