@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from mflow_sbi.diagnostics import mmd_squared  # noqa: E402
-from mflow_sbi.inference import GridPosterior, grid_posterior  # noqa: E402
+from mflow_sbi.inference import GridPosterior, ObservedLikelihood, grid_posterior  # noqa: E402
 from mflow_sbi.models import MFlow  # noqa: E402
 from mflow_sbi.training import TrainingConfig, save_model, train  # noqa: E402
 from simulators import PolynomialSurface  # noqa: E402
@@ -50,7 +50,7 @@ def run_demo(settings: DemoSettings) -> dict:
     true_theta = torch.full((settings.observed_events, 1), settings.true_theta)
     observed = simulator.simulate(true_theta, seed=settings.seed + 1)
     exact = simulator.exact_posterior(observed)
-    learned = grid_posterior(model, observed, simulator.prior)
+    learned = grid_posterior(ObservedLikelihood(model, observed), simulator.prior)  # u = g⁻¹(x) encoded once
     generator = torch.Generator().manual_seed(settings.seed)
     mmd = mmd_squared(learned.sample(settings.posterior_samples, generator), exact.sample(settings.posterior_samples, generator))
 

@@ -5,7 +5,7 @@ import torch
 
 from conftest import perturb
 from mflow_sbi.diagnostics import median_distance, mmd_squared
-from mflow_sbi.inference import GridPosterior, grid_posterior, log_likelihood_table
+from mflow_sbi.inference import GridPosterior, ObservedLikelihood, grid_posterior, mcmc_posterior
 from mflow_sbi.models import MFlow, PIE
 from mflow_sbi.transforms import FlowConfig
 from simulators import PolynomialSurface
@@ -17,11 +17,12 @@ def test_fast_table_equals_exact_up_to_a_per_event_constant():
     model = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL)).eval()
     x = torch.randn(7, 3, dtype=torch.float64)
     theta = torch.linspace(-1, 1, 5, dtype=torch.float64).unsqueeze(1)
-    fast = log_likelihood_table(model, x, theta)
-    exact = log_likelihood_table(model, x, theta, exact=True)
+    fast = ObservedLikelihood(model, x).table(theta)
+    exact = ObservedLikelihood(model, x, exact=True).table(theta)
     assert fast.shape == (5, 7)
     difference = exact - fast
     torch.testing.assert_close(difference, difference[:1].expand_as(difference))
+    assert difference.abs().max() > 1e-3  # the Jacobian term is really there
     # the same entries as pairwise log_prob calls
     torch.testing.assert_close(exact[3], model.log_prob(x, theta[3].expand(7, 1)).detach())
 
@@ -30,7 +31,7 @@ def test_table_uses_full_density_when_the_encoder_needs_theta():
     model = perturb(PIE(3, 1, 2, conditional_manifold=True, outer=SMALL, inner=SMALL)).eval()
     x = torch.randn(4, 3, dtype=torch.float64)
     theta = torch.randn(3, 1, dtype=torch.float64)
-    table = log_likelihood_table(model, x, theta, chunk_size=5)
+    table = ObservedLikelihood(model, x, chunk_size=5).table(theta)
     torch.testing.assert_close(table[1], model.log_prob(x, theta[1].expand(4, 1)).detach())
 
 
@@ -38,11 +39,11 @@ def test_grid_posterior_of_model_matches_brute_force():
     simulator = PolynomialSurface()
     model = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=0.1).eval()
     x = simulator.simulate(torch.zeros(5, 1), seed=0).double()
-    posterior = grid_posterior(model, x, simulator.prior, resolution=51)
-    assert posterior.grid.shape == (51, 1) and float(posterior.probabilities.sum()) == pytest.approx(1.0)
+    posterior = grid_posterior(ObservedLikelihood(model, x), simulator.prior, resolution=21, dtype=torch.float64)
+    assert posterior.grid.shape == (21, 1) and float(posterior.probabilities.sum()) == pytest.approx(1.0)
     with torch.no_grad():
         brute = torch.stack([model.log_prob(x, t.expand(5, 1).double()).sum() for t in posterior.grid])
-    brute = brute - torch.logsumexp(brute, 0) - torch.log(torch.tensor(2 / 51, dtype=torch.float64))
+    brute = brute - torch.logsumexp(brute, 0) - torch.log(torch.tensor(2 / 21, dtype=torch.float64))
     torch.testing.assert_close(posterior.log_density, brute)
 
 
@@ -59,7 +60,7 @@ def test_grid_posterior_2d_and_errors():
     with pytest.raises(ValueError, match="NaN"):
         GridPosterior(grid, torch.full((100,), float("nan")))
     with pytest.raises(ValueError, match="unbounded"):
-        grid_posterior(MFlow(3, 1, 2), torch.zeros(2, 3), torch.distributions.Normal(torch.zeros(1), 1))
+        grid_posterior(ObservedLikelihood(MFlow(3, 1, 2), torch.zeros(2, 3)), torch.distributions.Normal(torch.zeros(1), 1))
 
 
 def brute_force_mmd(x, y, h):
@@ -93,3 +94,87 @@ def test_mmd_rejects_bad_input():
         mmd_squared(torch.zeros(5, 1), torch.zeros(5, 2))
     with pytest.raises(ValueError, match="at least two"):
         mmd_squared(torch.zeros(1, 1), torch.zeros(5, 1))
+
+
+def test_log_ratio_identity_on_the_fast_path_equals_exact_density_differences():
+    model = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL)).eval()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    theta0 = torch.tensor([[-0.5], [0.2], [0.9]], dtype=torch.float64)
+    theta1 = torch.tensor([[0.1], [0.2], [-0.7]], dtype=torch.float64)
+    ratio = ObservedLikelihood(model, x).log_ratio(theta0, theta1)
+    assert ratio.per_event.shape == (3, 6) and ratio.total.shape == (3,)
+    with torch.no_grad():
+        for i in range(3):
+            expected = model.log_prob(x, theta0[i].expand(6, 1)) - model.log_prob(x, theta1[i].expand(6, 1))
+            torch.testing.assert_close(ratio.per_event[i], expected)
+    torch.testing.assert_close(ratio.total[1], torch.zeros((), dtype=torch.float64))
+    # exact values too, from the cached per-event constant
+    with torch.no_grad():
+        exact = ObservedLikelihood(model, x, exact=True)(theta0)
+        torch.testing.assert_close(exact[0], model.log_prob(x, theta0[0].expand(6, 1)).sum())
+
+
+def test_grid_posterior_of_the_exact_likelihood_matches_the_simulator_posterior():
+    simulator = PolynomialSurface()
+    x = simulator.simulate(torch.full((20, 1), -0.4), seed=2).double()
+
+    def exact_likelihood(theta):
+        return torch.stack([simulator.log_likelihood(x, t.expand(20, 1)).sum() for t in theta])
+
+    ours = grid_posterior(exact_likelihood, simulator.prior, resolution=400, dtype=torch.float64)
+    truth = simulator.exact_posterior(x, resolution=400)
+    torch.testing.assert_close(ours.log_density, truth.log_density)
+
+
+def test_mcmc_matches_a_conjugate_gaussian_posterior():
+    # x_j ~ N(θ, 1) iid, θ ~ N(0, 1): posterior N(Σx / (m + 1), 1 / (m + 1))
+    x = torch.tensor([0.3, 1.1, 0.8, 1.9, 0.4], dtype=torch.float64)
+    prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(1, dtype=torch.float64), 1.0), 1)
+
+    def log_likelihood(theta):
+        return torch.distributions.Normal(theta, 1.0).log_prob(x).sum(-1)
+
+    result = mcmc_posterior(log_likelihood, prior, draws=1500, walkers=16, burn_in=300, thin=2, progress=False, observed=x.unsqueeze(1))
+    mean, sd = float(x.sum() / 6), (1 / 6) ** 0.5
+    assert result.samples.shape == (1500 * 16, 1)
+    assert float(result.samples.mean()) == pytest.approx(mean, abs=0.03)
+    assert float(result.samples.std()) == pytest.approx(sd, rel=0.05)
+    summary = result.summary()
+    assert {"mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat"} <= set(summary.columns)
+    assert summary["r_hat"].max() < 1.05 and result.effective_sample_size > 1000
+    assert set(result.inference_data.groups()) >= {"posterior", "sample_stats", "observed_data"}
+    assert result.inference_data.posterior["theta"].shape == (16, 1500, 1)
+
+
+def test_mcmc_respects_the_prior_support():
+    prior = torch.distributions.Independent(torch.distributions.Uniform(torch.zeros(2), torch.ones(2)), 1)
+    seen = []
+
+    def flat(theta):
+        seen.append(theta.clone())
+        return torch.zeros(len(theta))
+
+    result = mcmc_posterior(flat, prior, draws=200, walkers=8, burn_in=50, progress=False)
+    assert ((result.samples >= 0) & (result.samples <= 1)).all()
+    assert all(((t >= 0) & (t <= 1)).all() for t in seen)
+    assert float(result.samples.mean()) == pytest.approx(0.5, abs=0.05)
+
+
+def test_observed_likelihood_rejects_bad_input():
+    model = MFlow(3, 1, 2, outer=SMALL, inner=SMALL)
+    with pytest.raises(ValueError, match="no events"):
+        ObservedLikelihood(model, torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="3 columns"):
+        ObservedLikelihood(model, torch.zeros(4, 2))
+    likelihood = ObservedLikelihood(model, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="1 columns"):
+        likelihood(torch.zeros(5, 2))
+    bounded = ObservedLikelihood(model, torch.zeros(4, 3), prior=PolynomialSurface().prior)
+    with pytest.raises(ValueError, match="outside the prior"):
+        bounded.log_ratio(torch.tensor([[0.5]]), torch.tensor([[1.5]]))
+    with pytest.raises(ValueError, match="same shape"):
+        likelihood.log_ratio(torch.zeros(2, 1), torch.zeros(3, 1))
+    from mflow_sbi.models import PAE
+
+    with pytest.raises(ValueError, match="no tractable density"):
+        ObservedLikelihood(PAE(3, 1, 2), torch.zeros(2, 3), exact=True)

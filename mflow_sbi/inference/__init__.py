@@ -1,6 +1,7 @@
-"""Likelihoods and posteriors over θ from trained models."""
+"""Likelihoods, likelihood ratios and posteriors over θ from trained models."""
 
 from mflow_sbi.inference.grid import GridPosterior
-from mflow_sbi.inference.likelihood import grid_posterior, log_likelihood_table
+from mflow_sbi.inference.likelihood import LogRatio, ObservedLikelihood
+from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior, prior_bounds
 
-__all__ = ["GridPosterior", "grid_posterior", "log_likelihood_table"]
+__all__ = ["GridPosterior", "LogRatio", "MCMCResult", "ObservedLikelihood", "grid_posterior", "mcmc_posterior", "prior_bounds"]

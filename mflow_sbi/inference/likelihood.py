@@ -1,65 +1,91 @@
-"""Log-likelihoods of observed events over many θ, on the fast path where it is exact.
+"""Log-likelihoods and likelihood ratios of observed events over many θ.
 
 For a model whose encoder does not depend on θ (M-flow, Me-flow, PIE with unconditional
 manifold, AF, PAE), log p(x|θ) = log p_h(u|θ) + c(x) with u = encode(x) (Brehmer & Cranmer
-2020, §3 "Likelihood evaluation"): u is computed once per event and every further θ costs one
-pass of the inner flow; c(x) is θ-independent and cancels in ratios and posteriors.
+2020, §3 "Likelihood evaluation"): u and the θ-independent c(x) (for the M-flow
+-½ log det(J_gᵀ J_g)) are computed once per observed event, and every further θ costs one
+pass of the inner flow. Hence the exact ratio
+
+    log r(x|θ0, θ1) = log p_h(u|θ0) - log p_h(u|θ1).
+
+Models whose encoder needs θ (PIE with conditional manifold) use their full density through
+the same API.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-from mflow_sbi.inference.grid import GridPosterior
 from mflow_sbi.models import ConditionalModel
-from mflow_sbi.validation import check_matrix
+from mflow_sbi.validation import check_in_support, check_matrix
 
 
-@torch.no_grad()
-def log_likelihood_table(
-    model: ConditionalModel, x: Tensor, theta: Tensor, exact: bool = False, chunk_size: int = 65536
-) -> Tensor:
-    """log p(x_j|θ_i) for every pair -> (len(theta), len(x)), vectorized over (θ, event)
-    pairs in chunks of `chunk_size`. `exact=False` uses the cached-encoding fast path where
-    the model allows it (values then differ from the exact ones by a per-event constant)."""
-    check_matrix("x", x, model.data_dim)
-    check_matrix("theta", theta, model.theta_dim)
-    fast = not exact and not model.encoder_depends_on_theta
-    inputs = model.encode(x) if fast else x
-    pairs_theta = theta.repeat_interleave(len(x), dim=0)
-    pairs_input = inputs.repeat(len(theta), 1)
-    values = [
-        model.log_prob_latent(i, t) if fast else model.log_prob(i, t, exact=exact)
-        for i, t in zip(pairs_input.split(chunk_size), pairs_theta.split(chunk_size))
-    ]
-    return torch.cat(values).view(len(theta), len(x))
+class LogRatio(NamedTuple):
+    """log r(x|θ0, θ1) per event, (pairs, events), and summed over the iid events, (pairs,)."""
+
+    per_event: Tensor
+    total: Tensor
 
 
-def prior_bounds(prior: torch.distributions.Distribution) -> tuple[list[float], list[float]]:
-    """Box bounds of a prior with interval support (Uniform, sbi's BoxUniform)."""
-    support = prior.support
-    while hasattr(support, "base_constraint"):
-        support = support.base_constraint
-    if not hasattr(support, "lower_bound"):
-        raise ValueError("the prior has unbounded support; pass explicit grid bounds")
-    shape = prior.event_shape or (1,)
-    lower = torch.as_tensor(support.lower_bound).expand(shape).flatten().tolist()
-    upper = torch.as_tensor(support.upper_bound).expand(shape).flatten().tolist()
-    return lower, upper
+class ObservedLikelihood:
+    """The likelihood of a fixed set of iid observed events as a function of θ.
 
+    `exact=False` (the fast path) omits the per-event constant c(x): log-likelihoods are then
+    shifted by Σ_j c(x_j), which cancels in every ratio and posterior. `exact=True` adds the
+    cached c(x) back, so values equal the model's exact log-density (the model must have one).
+    Calling the object with θ (batch, p) returns Σ_j log p(x_j|θ), (batch,). With a `prior`,
+    θ outside its support raises a `ValueError` instead of extrapolating the model.
+    """
 
-def grid_posterior(
-    model: ConditionalModel,
-    x_observed: Tensor,
-    prior: torch.distributions.Distribution,
-    resolution: int = 1001,
-    bounds: tuple[list[float], list[float]] | None = None,
-    exact: bool = False,
-) -> GridPosterior:
-    """p(θ|x_1..x_m) ∝ p(θ) Π_j p(x_j|θ) on a grid of cell centres (θ of dimension ≤ 2), from
-    the prior's box support unless `bounds` = (lower, upper) is given."""
-    lower, upper = bounds if bounds is not None else prior_bounds(prior)
-    grid = GridPosterior.cell_centres(lower, upper, resolution)
-    log_likelihood = log_likelihood_table(model, x_observed, grid, exact=exact).double().sum(-1)
-    return GridPosterior(grid, log_likelihood + prior.log_prob(grid).double())
+    def __init__(
+        self,
+        model: ConditionalModel,
+        x_observed: Tensor,
+        exact: bool = False,
+        prior: torch.distributions.Distribution | None = None,
+        chunk_size: int = 65536,
+    ) -> None:
+        check_matrix("x_observed", x_observed, model.data_dim)
+        if len(x_observed) == 0:
+            raise ValueError("x_observed holds no events")
+        if exact and not model.has_exact_density:
+            raise ValueError(f"{model.name} has no tractable density; use exact=False")
+        self.model, self.x_observed, self.exact = model, x_observed, exact
+        self.prior, self.chunk_size = prior, chunk_size
+        self.cached = not model.encoder_depends_on_theta
+        with torch.no_grad():
+            self.encoded = model.encode(x_observed) if self.cached else None
+            self.offset = torch.zeros(len(x_observed), dtype=x_observed.dtype, device=x_observed.device)
+            if self.cached and exact:  # c(x) = log p(x|θ) - log p_h(u|θ) for any θ
+                reference = torch.zeros(len(x_observed), model.theta_dim, dtype=x_observed.dtype, device=x_observed.device)
+                self.offset = model.log_prob(x_observed, reference, exact=True) - model.log_prob_latent(self.encoded, reference)
+
+    @torch.no_grad()
+    def table(self, theta: Tensor) -> Tensor:
+        """log p(x_j|θ_i) for every pair -> (len(theta), events), vectorized over (θ, event)
+        pairs in chunks."""
+        check_matrix("theta", theta, self.model.theta_dim)
+        if self.prior is not None:
+            check_in_support("theta", theta, self.prior)
+        events = len(self.x_observed)
+        inputs = self.encoded if self.cached else self.x_observed
+        pairs_theta = theta.repeat_interleave(events, dim=0)
+        pairs_input = inputs.repeat(len(theta), 1)
+        values = [
+            self.model.log_prob_latent(i, t) if self.cached else self.model.log_prob(i, t, exact=self.exact)
+            for i, t in zip(pairs_input.split(self.chunk_size), pairs_theta.split(self.chunk_size))
+        ]
+        return torch.cat(values).view(len(theta), events) + self.offset
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        return self.table(theta).sum(-1)
+
+    def log_ratio(self, theta0: Tensor, theta1: Tensor) -> LogRatio:
+        """log r(x|θ0_i, θ1_i) = log p(x|θ0_i) - log p(x|θ1_i) for paired rows of θ0 and θ1."""
+        if theta0.shape != theta1.shape:
+            raise ValueError(f"theta0 and theta1 must have the same shape, got {tuple(theta0.shape)} and {tuple(theta1.shape)}")
+        per_event = self.table(theta0) - self.table(theta1)
+        return LogRatio(per_event, per_event.sum(-1))
