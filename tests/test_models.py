@@ -219,3 +219,17 @@ def test_pie_density_matches_brute_force(conditional):
         v_part = torch.distributions.Normal(0.0, 0.5).log_prob(z[2:]).sum()
         expected = model.log_prob_latent(z[:2].unsqueeze(0), theta[i : i + 1])[0] + v_part + torch.linalg.slogdet(J).logabsdet
         torch.testing.assert_close(model.log_prob(x[i : i + 1], theta[i : i + 1])[0], expected.detach())
+
+
+@pytest.mark.parametrize("latent_dim", [1, 2])
+def test_density_depends_on_theta(latent_dim):
+    from mflow_sbi.models import PIE
+
+    for model in (
+        MFlow(3, 1, latent_dim, outer=FlowConfig(**SMALL), inner=FlowConfig(**SMALL)),
+        PIE(3, 1, latent_dim, outer=FlowConfig(**SMALL), inner=FlowConfig(**SMALL)),
+    ):
+        perturb(model, scale=0.3)
+        x = torch.randn(5, 3, dtype=torch.float64)
+        low, high = torch.full((5, 1), -1.0, dtype=torch.float64), torch.full((5, 1), 1.0, dtype=torch.float64)
+        assert (model.log_prob(x, low) - model.log_prob(x, high)).abs().min() > 1e-4

@@ -51,7 +51,7 @@ def test_each_phase_updates_only_its_parameters(dataset, phase_name, trained, fr
     model = MFlow(3, 1, 2, outer=SMALL, inner=SMALL)
     (phase,) = [p for stage in schedule("alternating") for p in stage if p.name == phase_name]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # all parameters: gradients decide
+    optimizer = torch.optim.Adam(list(phase.parameters(model)), lr=1e-2)
     phase.loss(model, x, theta).mean().backward()
     optimizer.step()
     changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
@@ -100,13 +100,37 @@ def test_checkpoint_written_every_epoch_and_loadable(dataset, tmp_path):
     [
         ({"schedule_name": "sequential"}, "trains with"),
         ({"schedule_name": "nope"}, "trains with"),
-        ({"config": TrainingConfig(validation_fraction=1.5)}, "validation_fraction"),
     ],
 )
 def test_bad_training_requests_raise(dataset, kwargs, match):
     x, theta = dataset
     with pytest.raises(ValueError, match=match):
         train(AmbientFlow(3, 1, inner=SMALL), x, theta, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"validation_fraction": 1.5}, "validation_fraction"),
+        ({"epochs": 0}, "epochs"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"patience": 0}, "patience"),
+    ],
+)
+def test_bad_training_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainingConfig(**kwargs)
+
+
+def test_non_finite_gradients_raise_and_restore_the_best_state(dataset):
+    x, theta = dataset
+    model = AmbientFlow(3, 1, inner=SMALL)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hook = next(model.parameters()).register_hook(lambda grad: grad * float("inf"))
+    with pytest.raises(NonFiniteLossError, match="gradients are non-finite"):
+        train(model, x, theta, config=QUICK)
+    hook.remove()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_training_rejects_mismatched_data(dataset):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mflow_sbi.validation import check_matrix
+
 MEDIAN_SUBSAMPLE = 5000
 
 
@@ -37,8 +39,8 @@ def mmd_squared(
     samples unless `bandwidth` is given. Computed in float64 over row chunks, so 10⁴ × 10⁴
     samples need only chunk_size × 10⁴ kernel values at a time.
     """
-    if samples.ndim != 2 or reference.ndim != 2 or samples.shape[1] != reference.shape[1]:
-        raise ValueError(f"samples and reference must be (n, p) with equal p, got {tuple(samples.shape)}, {tuple(reference.shape)}")
+    check_matrix("samples", samples)
+    check_matrix("reference", reference, samples.shape[1])
     if len(samples) < 2 or len(reference) < 2:
         raise ValueError("the unbiased MMD needs at least two samples on each side")
     x, y = samples.double(), reference.double()

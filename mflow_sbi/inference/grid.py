@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mflow_sbi.validation import check_matrix
+
 
 class GridPosterior:
     """A posterior tabulated at the centres of a regular grid of cells.
@@ -21,8 +23,8 @@ class GridPosterior:
             raise ValueError(f"grid must have shape (cells, p) with p ≤ 2, got {tuple(grid.shape)}")
         if log_density.shape != grid.shape[:1]:
             raise ValueError("log_density must have one value per grid cell")
-        if torch.isnan(log_density).any() or not torch.isfinite(log_density).any():
-            raise ValueError("log_density must be finite somewhere and never NaN")
+        if torch.isnan(log_density).any() or (log_density == torch.inf).any() or not torch.isfinite(log_density).any():
+            raise ValueError("log_density must be finite somewhere, and never NaN or +inf")
         self.grid = grid
         self.spacing = torch.stack([_spacing(grid[:, k]) for k in range(grid.shape[1])])
         log_volume = torch.log(self.spacing.double()).sum()
@@ -35,6 +37,8 @@ class GridPosterior:
         """Centres of resolution^p equal cells covering the box [lower, upper] -> (cells, p)."""
         if len(lower) != len(upper) or not 1 <= len(lower) <= 2:
             raise ValueError("a grid posterior needs 1 or 2 parameters with matching bounds")
+        if resolution < 2:
+            raise ValueError(f"resolution must be ≥ 2, got {resolution}")
         axes = []
         for low, high in zip(lower, upper):
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
@@ -57,9 +61,14 @@ class GridPosterior:
         return (self.probabilities.unsqueeze(-1) * centred**2).sum(0).sqrt().to(self.grid.dtype)
 
     def log_prob(self, theta: Tensor) -> Tensor:
-        """Log density at the grid cell containing each θ (nearest centre) -> (batch,)."""
-        distance = ((theta.unsqueeze(1) - self.grid.unsqueeze(0)) / self.spacing.to(theta)) ** 2
-        return self.log_density[distance.sum(-1).argmin(dim=1)]
+        """Log density of the grid cell containing each θ, -inf outside the grid -> (batch,)."""
+        check_matrix("theta", theta, self.grid.shape[1])
+        spacing = self.spacing.to(theta)
+        distance = ((theta.unsqueeze(1) - self.grid.unsqueeze(0)) / spacing) ** 2
+        values = self.log_density[distance.sum(-1).argmin(dim=1)]
+        low, high = self.grid.min(0).values - spacing / 2, self.grid.max(0).values + spacing / 2
+        inside = ((theta >= low) & (theta <= high)).all(-1)
+        return torch.where(inside, values, torch.full_like(values, -torch.inf))
 
 
 def _spacing(axis: Tensor) -> Tensor:

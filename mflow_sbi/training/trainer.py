@@ -39,6 +39,16 @@ class TrainingConfig:
     seed: int = 0
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
+        if not (self.learning_rate > 0 and self.clip_norm > 0 and self.weight_decay >= 0):
+            raise ValueError("learning_rate and clip_norm must be positive, weight_decay non-negative")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be ≥ 1 or None, got {self.patience}")
+
 
 def train(
     model: ConditionalModel,
@@ -62,8 +72,6 @@ def train(
     schedule_name = schedule_name or model.schedules[0]
     if schedule_name not in model.schedules:
         raise ValueError(f"{model.name} trains with {model.schedules}, not {schedule_name!r}")
-    if not 0 < config.validation_fraction < 1:
-        raise ValueError("validation_fraction must lie in (0, 1)")
 
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(x), generator=generator)
@@ -113,12 +121,19 @@ def _train_stage(
                 model.zero_grad(set_to_none=True)
                 loss = phase.weight * phase.loss(model, xb, tb).mean()
                 if not torch.isfinite(loss):
+                    model.load_state_dict(best_state)
                     raise NonFiniteLossError(
                         f"{phase.name} loss is {loss.item()} at stage {stage_index}, epoch {epoch}, batch {batch}; "
                         "lower the learning rate or check the data for outliers"
                     )
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(list(phase.parameters(model)), config.clip_norm)
+                norm = torch.nn.utils.clip_grad_norm_(list(phase.parameters(model)), config.clip_norm)
+                if not torch.isfinite(norm):
+                    model.load_state_dict(best_state)
+                    raise NonFiniteLossError(
+                        f"{phase.name} gradients are non-finite at stage {stage_index}, epoch {epoch}, batch {batch}; "
+                        "the best parameters so far were restored"
+                    )
                 optimizer.step()
                 scheduler.step()
                 sums[phase.name] += loss.item()

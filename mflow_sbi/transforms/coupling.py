@@ -14,6 +14,26 @@ from zuko.utils import broadcast
 from mflow_sbi.nn import ResidualMLP
 
 
+class RQSElementwise(LazyTransform):
+    """y = RQS(x; φ(c)) element-wise, with spline parameters from a residual MLP of the context
+    c alone: the conditional transform of a 1-D flow, where no coupling split exists.
+    log|det J| = Σ_i log RQS'(x_i)."""
+
+    def __init__(self, features: int, context: int, bins: int = 10, bound: float = 6.0, hidden: int = 100, blocks: int = 2) -> None:
+        super().__init__()
+        if context < 1:
+            raise ValueError("an element-wise spline needs a context to condition on")
+        self.features, self.bins, self.bound = features, bins, bound
+        self.conditioner = ResidualMLP(context, features * (3 * bins - 1), hidden=hidden, blocks=blocks)
+
+    def forward(self, c: Tensor | None = None) -> Transform:
+        if c is None:
+            raise ValueError("this transform needs a context")
+        parameters = self.conditioner(c).unflatten(-1, (self.features, 3 * self.bins - 1))
+        widths, heights, derivatives = parameters.split((self.bins, self.bins, self.bins - 1), dim=-1)
+        return DependentTransform(MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound), 1)
+
+
 class RQSCoupling(LazyTransform):
     """y_a = x_a,  y_b = RQS(x_b; φ(x_a, c)) element-wise, with K bins on [-B, B] and identity
     tails outside; φ is a residual MLP of the constant half x_a and the context c (e.g. θ).

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from zuko.lazy import LazyComposedTransform, LazyTransform
 
-from mflow_sbi.transforms.coupling import RQSCoupling
+from mflow_sbi.transforms.coupling import RQSCoupling, RQSElementwise
 from mflow_sbi.transforms.linear import lu_linear, permutation
 
 
@@ -40,6 +40,8 @@ def build_flow(features: int, context: int, config: FlowConfig) -> LazyTransform
         mask = torch.arange(features) % 2 == i % 2
         if features > 1:
             layers.append(RQSCoupling(features, context, mask, config.bins, config.bound, config.hidden, config.blocks))
+        else:  # one feature: no split exists, so the spline is conditioned on the context alone
+            layers.append(RQSElementwise(features, context, config.bins, config.bound, config.hidden, config.blocks))
         layers.append(
             permutation(torch.randperm(features, generator=generator))
             if config.mixing == "permutation"
