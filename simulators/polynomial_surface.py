@@ -88,7 +88,7 @@ class PolynomialSurface(Simulator):
 
     def coordinates(self, x: Tensor) -> Tensor:
         """Chart coordinates z = first two components of Rᵀx (exact for x on the surface)."""
-        return (x @ self.rotation.to(x))[:, :2]
+        return (x @ self.rotation.to(x))[:, :2]  # .to(x): dtype and device of x
 
     def log_area_factor(self, z: Tensor) -> Tensor:
         """½ log det(Jφᵀ Jφ) = ½ log(1 + ‖∇f(z)‖²), the log surface-area element at φ(z)."""
@@ -104,7 +104,7 @@ class PolynomialSurface(Simulator):
         """Signed offset along the rotated third axis, (Rᵀx)_2 - f(z): the original code's
         'distance', not the orthogonal distance (see `distance_to_manifold`)."""
         self.check_x(x)
-        rotated = x.double() @ self.rotation
+        rotated = x.double() @ self.rotation.to(x.device)
         return (rotated[:, 2] - self.height(rotated[:, :2])).to(x.dtype)
 
     def distance_to_manifold(self, x: Tensor, iterations: int = 100) -> Tensor:
@@ -113,7 +113,7 @@ class PolynomialSurface(Simulator):
         self.check_x(x)
         target = x.double()
         z = self.coordinates(target)
-        R = self.rotation
+        R = self.rotation.to(target)
 
         def residual(z: Tensor) -> Tensor:
             return self.chart(z) - target
@@ -145,11 +145,12 @@ class PolynomialSurface(Simulator):
     def log_prob_coordinates(self, z: Tensor, theta: Tensor) -> Tensor:
         """log p(z|θ) of the latent mixture (logsumexp over components); rows paired."""
         log_two_pi = math.log(2 * math.pi)
-        means = torch.tensor(MEANS, dtype=z.dtype)
+        self.check_theta(theta)
+        means = torch.tensor(MEANS, dtype=z.dtype, device=z.device)
         scales = torch.stack([width(theta).to(z.dtype), torch.full_like(z[:, 0], WIDE_SCALE)], -1)
         squared = ((z.unsqueeze(-2) - means) ** 2).sum(-1)  # (batch, 2 components)
         log_normal = -0.5 * squared / scales**2 - 2 * torch.log(scales) - log_two_pi
-        log_weights = torch.log(torch.tensor(MIXTURE_WEIGHTS, dtype=z.dtype))
+        log_weights = torch.log(torch.tensor(MIXTURE_WEIGHTS, dtype=z.dtype, device=z.device))
         return torch.logsumexp(log_weights + log_normal, dim=-1)
 
     def log_likelihood(
@@ -188,6 +189,7 @@ class PolynomialSurface(Simulator):
     # ---- sampling -----------------------------------------------------------------------------
     def sample_coordinates(self, theta: Tensor, generator: torch.Generator) -> Tensor:
         """z ~ p(z|θ_i), one per row, in float64."""
+        self.check_theta(theta)
         n = theta.shape[0]
         narrow = torch.rand(n, generator=generator, dtype=torch.float64) < MIXTURE_WEIGHTS[0]
         noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)

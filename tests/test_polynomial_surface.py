@@ -1,7 +1,5 @@
 """The polynomial-surface simulator against its own analytic ground truth."""
 
-import math
-
 import pytest
 import torch
 
@@ -15,6 +13,10 @@ def test_constants_follow_the_spec():
     assert torch.linalg.det(sim.rotation) == pytest.approx(1.0)
     assert sim.exponents.tolist()[:7] == [[0, 0], [1, 0], [0, 1], [2, 0], [1, 1], [0, 2], [3, 0]]
     assert len(sim.coefficients) == 21
+    assert float(sim.coefficients[0]) == -1.2168586603514988 and float(sim.coefficients[-1]) == 1.2115704379651746e-2
+    assert float(sim.rotation[1, 2]) == 0.03979567916953876
+    # f(0) = a_00 and the height at z = (1, 0) sums the pure z0 terms
+    assert float(sim.height(torch.zeros(1, 2, dtype=torch.float64))) == pytest.approx(-1.2168586603514988)
 
 
 def test_simulation_is_seeded_and_lies_on_the_surface():

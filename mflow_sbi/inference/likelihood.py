@@ -37,7 +37,8 @@ class ObservedLikelihood:
     shifted by Σ_j c(x_j), which cancels in every ratio and posterior. `exact=True` adds the
     cached c(x) back, so values equal the model's exact log-density (the model must have one).
     Calling the object with θ (batch, p) returns Σ_j log p(x_j|θ), (batch,). With a `prior`,
-    θ outside its support raises a `ValueError` instead of extrapolating the model.
+    θ outside its support raises a `ValueError` instead of extrapolating the model. The
+    encodings are cached at construction: build a new object after training the model further.
     """
 
     def __init__(
@@ -72,13 +73,17 @@ class ObservedLikelihood:
             check_in_support("theta", theta, self.prior)
         events = len(self.x_observed)
         inputs = self.encoded if self.cached else self.x_observed
-        pairs_theta = theta.repeat_interleave(events, dim=0)
-        pairs_input = inputs.repeat(len(theta), 1)
-        values = [
-            self.model.log_prob_latent(i, t) if self.cached else self.model.log_prob(i, t, exact=self.exact)
-            for i, t in zip(pairs_input.split(self.chunk_size), pairs_theta.split(self.chunk_size))
-        ]
-        return torch.cat(values).view(len(theta), events) + self.offset
+        rows = []
+        for block in theta.split(max(1, self.chunk_size // events)):  # ≤ chunk_size pairs at a time
+            pairs_theta = block.repeat_interleave(events, dim=0)
+            pairs_input = inputs.repeat(len(block), 1)
+            values = (
+                self.model.log_prob_latent(pairs_input, pairs_theta)
+                if self.cached
+                else self.model.log_prob(pairs_input, pairs_theta, exact=self.exact)
+            )
+            rows.append(values.view(len(block), events))
+        return torch.cat(rows) + self.offset
 
     def __call__(self, theta: Tensor) -> Tensor:
         return self.table(theta).sum(-1)

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from mflow_sbi.inference.grid import GridPosterior
-from mflow_sbi.validation import check_in_support, check_matrix
 
 LogLikelihood = Callable[[Tensor], Tensor]  # θ (batch, p) -> Σ_j log p(x_j|θ), (batch,)
 
@@ -42,7 +41,7 @@ def grid_posterior(
     box support unless `bounds` = (lower, upper) is given; normalized exactly on the grid."""
     lower, upper = bounds if bounds is not None else prior_bounds(prior)
     grid = GridPosterior.cell_centres(lower, upper, resolution).to(dtype)
-    return GridPosterior(grid, log_likelihood(grid).double() + prior.log_prob(grid).double())
+    return GridPosterior(grid, log_likelihood(grid).double() + _prior_log_prob(prior, grid))
 
 
 @dataclass
@@ -100,7 +99,7 @@ def mcmc_posterior(
         if inside.any():
             with torch.no_grad():
                 t = theta[inside]
-                values[inside] = (log_likelihood(t).double() + prior.log_prob(t).double()).reshape(-1)
+                values[inside] = log_likelihood(t).double().reshape(-1) + _prior_log_prob(prior, t)
         if torch.isnan(values).any():
             raise FloatingPointError("the log-likelihood returned NaN inside the prior support")
         return values.numpy()
@@ -123,6 +122,12 @@ def mcmc_posterior(
         acceptance_fraction=sampler.acceptance_fraction,
         autocorrelation_time=sampler.get_autocorr_time(discard=burn_in, thin=thin, quiet=True),
     )
+
+
+def _prior_log_prob(prior: torch.distributions.Distribution, theta: Tensor) -> Tensor:
+    """log p(θ) per row, (batch,), also for priors without an event dimension (plain Uniform)."""
+    values = prior.log_prob(theta).double()
+    return values.reshape(len(theta), -1).sum(-1)
 
 
 def _dimension(prior: torch.distributions.Distribution) -> int:
