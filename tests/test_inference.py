@@ -178,3 +178,10 @@ def test_observed_likelihood_rejects_bad_input():
 
     with pytest.raises(ValueError, match="no tractable density"):
         ObservedLikelihood(PAE(3, 1, 2), torch.zeros(2, 3), exact=True)
+
+
+def test_grid_posterior_accepts_a_prior_without_event_dimension():
+    prior = torch.distributions.Uniform(torch.tensor([-1.0]), torch.tensor([1.0]))  # log_prob -> (N, 1)
+    posterior = grid_posterior(lambda theta: -0.5 * (theta[:, 0] / 0.2) ** 2, prior, resolution=201)
+    assert float(posterior.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(posterior.std()) == pytest.approx(0.2, rel=0.01)
