@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from mflow_sbi.random import sample_distribution
 from mflow_sbi.validation import check_in_support, check_matrix
 
 
@@ -49,9 +50,7 @@ class Simulator(ABC):
 
     def sample_prior(self, n: int, seed: int | torch.Generator | None = None) -> Tensor:
         """Draw n parameter points from the prior, reproducibly -> (n, theta_dim)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**62, (), generator=as_generator(seed))))
-            return self.prior.sample((n,))
+        return sample_distribution(self.prior, n, as_generator(seed))
 
     def simulate_joint(self, n: int, seed: int | torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(θ, x) pairs with θ from the prior: the usual training set."""

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mflow_sbi.inference.grid import GridPosterior
+from mflow_sbi.random import sample_distribution
 
 LogLikelihood = Callable[[Tensor], Tensor]  # θ (batch, p) -> Σ_j log p(x_j|θ), (batch,)
 
@@ -85,10 +86,7 @@ def mcmc_posterior(
     if walkers < 2 * _dimension(prior) or draws < 1 or burn_in < 0 or thin < 1:
         raise ValueError("need walkers ≥ 2·dim(θ), draws ≥ 1, burn_in ≥ 0, thin ≥ 1")
     dimension = _dimension(prior)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
-        start = prior.sample((walkers,)).reshape(walkers, dimension)
+    start = sample_distribution(prior, walkers, torch.Generator().manual_seed(seed)).reshape(walkers, dimension)
     dtype = start.dtype
 
     def log_posterior(theta: np.ndarray) -> np.ndarray:

@@ -1,0 +1,14 @@
+"""Reproducible draws from distributions that take no generator argument."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_distribution(distribution: torch.distributions.Distribution, n: int, generator: torch.Generator) -> Tensor:
+    """n draws from `distribution`, determined by `generator`: the global RNG is seeded from it
+    inside `fork_rng`, so the caller's global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
+        return distribution.sample((n,))
