@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -21,6 +22,19 @@ def as_generator(seed: int | torch.Generator | None) -> torch.Generator:
     else:
         generator.manual_seed(int(seed))
     return generator
+
+
+@dataclass
+class GoldData:
+    """Augmented data for one simulated batch (Brehmer, Louppe, Pavez & Cranmer 2020, "Mining
+    gold from implicit models"): the latent variables z of each event, the joint score
+    t(x, z|θ) = ∇_θ log p(x, z|θ) and the joint log ratio log r(x, z|θ, θ_ref) =
+    log p(x, z|θ) - log p(x, z|θ_ref), both at the event's own θ."""
+
+    latent: Tensor  # (batch, latent_dim)
+    joint_score: Tensor  # (batch, theta_dim)
+    joint_log_ratio: Tensor  # (batch,)
+    theta_ref: Tensor  # (theta_dim,)
 
 
 class Simulator(ABC):
@@ -43,9 +57,18 @@ class Simulator(ABC):
     def _simulate(self, theta: Tensor, generator: torch.Generator) -> Tensor:
         """One x per row of a validated θ."""
 
-    def simulate(self, theta: Tensor, seed: int | torch.Generator | None = None) -> Tensor:
-        """Draw one x ~ p(x|θ_i) per row θ_i of `theta` (batch, theta_dim) -> (batch, data_dim)."""
+    def _simulate_gold(self, theta: Tensor, generator: torch.Generator) -> tuple[Tensor, GoldData]:
+        """x and its gold data, for simulators that expose their latent process."""
+        raise NotImplementedError(f"{type(self).__name__} provides no gold data (joint score and ratio)")
+
+    def simulate(
+        self, theta: Tensor, seed: int | torch.Generator | None = None, return_gold: bool = False
+    ) -> Tensor | tuple[Tensor, GoldData]:
+        """Draw one x ~ p(x|θ_i) per row θ_i of `theta` (batch, theta_dim) -> (batch, data_dim);
+        with `return_gold`, also the event's `GoldData` (where the simulator provides it)."""
         theta = self.check_theta(theta)
+        if return_gold:
+            return self._simulate_gold(theta, as_generator(seed))
         return self._simulate(theta, as_generator(seed))
 
     def sample_prior(self, n: int, seed: int | torch.Generator | None = None) -> Tensor:
