@@ -33,11 +33,17 @@ def check_same_batch(**tensors: Tensor) -> None:
         raise ValueError(f"batch sizes differ: {sizes}")
 
 
-def check_in_support(name: str, value: Tensor, distribution: torch.distributions.Distribution) -> None:
-    """Raise unless every row of `value` lies in the support of `distribution` (e.g. a prior)."""
+def in_support(value: Tensor, distribution: torch.distributions.Distribution) -> Tensor:
+    """One flag per row of `value` (batch, p): whether it lies in the support of `distribution`."""
     inside = distribution.support.check(value)
     while inside.ndim > 1:  # element-wise supports (Uniform) give one flag per coordinate
         inside = inside.all(dim=-1)
+    return inside
+
+
+def check_in_support(name: str, value: Tensor, distribution: torch.distributions.Distribution) -> None:
+    """Raise unless every row of `value` lies in the support of `distribution` (e.g. a prior)."""
+    inside = in_support(value, distribution)
     if not bool(inside.all()):
         bad = (~inside).nonzero().flatten()[:5].tolist()
         raise ValueError(f"{name} lies outside the prior support at rows {bad}")

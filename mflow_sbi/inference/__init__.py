@@ -1,7 +1,30 @@
-"""Likelihoods, likelihood ratios and posteriors over θ from trained models."""
+"""Likelihoods, likelihood ratios and posteriors over θ from trained models, and the sbi plug-in."""
 
 from mflow_sbi.inference.grid import GridPosterior
 from mflow_sbi.inference.likelihood import LogRatio, ObservedLikelihood
-from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior, prior_bounds
+from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior, prior_bounds, prior_log_prob
+from mflow_sbi.inference.sbi_plugin import (
+    FastLikelihoodPotential,
+    ModelBuilder,
+    ModelDensityEstimator,
+    SBISimulator,
+    estimator_builder,
+    mcmc_posterior_for_sbi,
+)
 
-__all__ = ["GridPosterior", "LogRatio", "MCMCResult", "ObservedLikelihood", "grid_posterior", "mcmc_posterior", "prior_bounds"]
+__all__ = [
+    "FastLikelihoodPotential",
+    "GridPosterior",
+    "LogRatio",
+    "MCMCResult",
+    "ModelBuilder",
+    "ModelDensityEstimator",
+    "ObservedLikelihood",
+    "SBISimulator",
+    "estimator_builder",
+    "grid_posterior",
+    "mcmc_posterior",
+    "mcmc_posterior_for_sbi",
+    "prior_bounds",
+    "prior_log_prob",
+]

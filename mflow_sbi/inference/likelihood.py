@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mflow_sbi.models import ConditionalModel
-from mflow_sbi.validation import check_in_support, check_matrix
+from mflow_sbi.validation import check_in_support, check_matrix, check_same_batch
 
 
 class LogRatio(NamedTuple):
@@ -36,7 +36,8 @@ class ObservedLikelihood:
     `exact=False` (the fast path) omits the per-event constant c(x): log-likelihoods are then
     shifted by Σ_j c(x_j), which cancels in every ratio and posterior. `exact=True` adds the
     cached c(x) back, so values equal the model's exact log-density (the model must have one).
-    Calling the object with θ (batch, p) returns Σ_j log p(x_j|θ), (batch,). With a `prior`,
+    Calling the object with θ (batch, p) returns Σ_j log p(x_j|θ), (batch,); an autograd
+    graph is built only when θ requires grad (for gradient-based samplers). With a `prior`,
     θ outside its support raises a `ValueError` instead of extrapolating the model. The
     encodings are cached at construction: build a new object after training the model further.
     """
@@ -64,26 +65,36 @@ class ObservedLikelihood:
                 reference = torch.zeros(len(x_observed), model.theta_dim, dtype=x_observed.dtype, device=x_observed.device)
                 self.offset = model.log_prob(x_observed, reference, exact=True) - model.log_prob_latent(self.encoded, reference)
 
-    @torch.no_grad()
     def table(self, theta: Tensor) -> Tensor:
         """log p(x_j|θ_i) for every pair -> (len(theta), events), vectorized over (θ, event)
-        pairs in chunks."""
+        pairs in chunks. Differentiable in θ when θ requires grad (e.g. for HMC)."""
+        self._check_theta(theta)
+        events = len(self.x_observed)
+        rows = [
+            self._paired(block.repeat_interleave(events, dim=0), self._inputs().repeat(len(block), 1)).view(len(block), events)
+            for block in theta.split(max(1, self.chunk_size // events))  # ≤ chunk_size pairs at a time
+        ]
+        return torch.cat(rows) + self.offset
+
+    def per_event(self, theta: Tensor) -> Tensor:
+        """log p(x_j|θ_j) with one θ per observed event (rows paired) -> (events,)."""
+        self._check_theta(theta)
+        check_same_batch(x_observed=self.x_observed, theta=theta)
+        return self._paired(theta, self._inputs()) + self.offset
+
+    def _inputs(self) -> Tensor:
+        return self.encoded if self.cached else self.x_observed
+
+    def _paired(self, theta: Tensor, inputs: Tensor) -> Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and theta.requires_grad):
+            if self.cached:
+                return self.model.log_prob_latent(inputs, theta)
+            return self.model.log_prob(inputs, theta, exact=self.exact)
+
+    def _check_theta(self, theta: Tensor) -> None:
         check_matrix("theta", theta, self.model.theta_dim)
         if self.prior is not None:
             check_in_support("theta", theta, self.prior)
-        events = len(self.x_observed)
-        inputs = self.encoded if self.cached else self.x_observed
-        rows = []
-        for block in theta.split(max(1, self.chunk_size // events)):  # ≤ chunk_size pairs at a time
-            pairs_theta = block.repeat_interleave(events, dim=0)
-            pairs_input = inputs.repeat(len(block), 1)
-            values = (
-                self.model.log_prob_latent(pairs_input, pairs_theta)
-                if self.cached
-                else self.model.log_prob(pairs_input, pairs_theta, exact=self.exact)
-            )
-            rows.append(values.view(len(block), events))
-        return torch.cat(rows) + self.offset
 
     def __call__(self, theta: Tensor) -> Tensor:
         return self.table(theta).sum(-1)

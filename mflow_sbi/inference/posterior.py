@@ -14,6 +14,7 @@ from torch import Tensor
 
 from mflow_sbi.inference.grid import GridPosterior
 from mflow_sbi.random import sample_distribution
+from mflow_sbi.validation import in_support
 
 LogLikelihood = Callable[[Tensor], Tensor]  # θ (batch, p) -> Σ_j log p(x_j|θ), (batch,)
 
@@ -42,7 +43,8 @@ def grid_posterior(
     box support unless `bounds` = (lower, upper) is given; normalized exactly on the grid."""
     lower, upper = bounds if bounds is not None else prior_bounds(prior)
     grid = GridPosterior.cell_centres(lower, upper, resolution).to(dtype)
-    return GridPosterior(grid, log_likelihood(grid).double() + _prior_log_prob(prior, grid))
+    with torch.no_grad():
+        return GridPosterior(grid, log_likelihood(grid).double() + prior_log_prob(prior, grid))
 
 
 @dataclass
@@ -91,13 +93,11 @@ def mcmc_posterior(
 
     def log_posterior(theta: np.ndarray) -> np.ndarray:
         theta = torch.as_tensor(theta, dtype=dtype)
-        inside = prior.support.check(theta)
-        inside = inside.all(-1) if inside.ndim > 1 else inside
-        values = torch.full((len(theta),), -torch.inf, dtype=torch.float64)
+        values = prior_log_prob(prior, theta)
+        inside = torch.isfinite(values)
         if inside.any():
             with torch.no_grad():
-                t = theta[inside]
-                values[inside] = log_likelihood(t).double().reshape(-1) + _prior_log_prob(prior, t)
+                values[inside] += log_likelihood(theta[inside]).double().reshape(-1)
         if torch.isnan(values).any():
             raise FloatingPointError("the log-likelihood returned NaN inside the prior support")
         return values.numpy()
@@ -122,10 +122,14 @@ def mcmc_posterior(
     )
 
 
-def _prior_log_prob(prior: torch.distributions.Distribution, theta: Tensor) -> Tensor:
-    """log p(θ) per row, (batch,), also for priors without an event dimension (plain Uniform)."""
-    values = prior.log_prob(theta).double()
-    return values.reshape(len(theta), -1).sum(-1)
+def prior_log_prob(prior: torch.distributions.Distribution, theta: Tensor) -> Tensor:
+    """log p(θ) per row in float64, (batch,): -inf outside the prior support (where torch's
+    validating distributions would raise), also for priors without an event dimension."""
+    inside = in_support(theta, prior)
+    values = torch.full((len(theta),), -torch.inf, dtype=torch.float64, device=theta.device)
+    if inside.any():
+        values[inside] = prior.log_prob(theta[inside]).double().reshape(int(inside.sum()), -1).sum(-1)
+    return values
 
 
 def _dimension(prior: torch.distributions.Distribution) -> int:
