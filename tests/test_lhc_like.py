@@ -15,6 +15,15 @@ from simulators.lhc_like.kinematics import from_pt_eta, from_pt_rapidity, observ
 POOL = 400_000  # proposal draws for S in these tests (the default is 2·10⁶)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tests' own bulk tensor work runs on one thread, like the simulator's loops."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("lhc-cache")
@@ -185,26 +194,26 @@ def test_exact_likelihood_integrates_to_one(tier, parton, hadron):
     from x through the simulator's public log_likelihood."""
     simulator = {"parton": parton, "hadron": hadron}[tier]
     generator = torch.Generator().manual_seed(99)
-    z = phase_space.sample_proposal(300_000, simulator.cuts, simulator.proposal, generator)
+    z = phase_space.sample_proposal(100_000, simulator.cuts, simulator.proposal, generator)
     nuisance = simulator.sample_nuisance(len(z), generator)
     x = simulator.observe(z, nuisance, generator)
     log_proposal = phase_space.log_proposal_density(z, simulator.cuts, simulator.proposal)
     if tier == "hadron":
         log_proposal = log_proposal + simulator.nuisance.log_prob(nuisance)
-    sigma, sigma_error = simulator.cross_section(torch.tensor([[0.4, -0.8, 0.6]], dtype=torch.float64))
     theta = torch.tensor([[0.4, -0.8, 0.6]], dtype=torch.float64)
+    sigma, sigma_error = simulator.cross_section(theta)
     ratios = torch.exp(simulator.log_likelihood(x, theta) - log_proposal)
     integral, error = float(ratios.mean()), float(ratios.std() / math.sqrt(len(ratios)))
     assert integral == pytest.approx(1.0, abs=4 * math.hypot(error, float(sigma_error / sigma)))
-    assert error < 0.02
+    assert error < 0.03
 
 
 def test_sampled_events_follow_the_weighted_proposal(hadron):
     """An observable's mean over exact samples equals its importance-weighted mean E_q[w vᵀHv f]/σ
     (here the signed Δφ_jj asymmetry, which only the CP-odd θ2 creates, and the mean jet pT)."""
     theta = torch.tensor([[0.3, 1.2, -0.4]], dtype=torch.float64)
-    x = hadron.simulate(theta.expand(6000, -1), seed=21)
-    candidates = normalization.draw_candidates(400_000, hadron.cuts, hadron.proposal, torch.Generator().manual_seed(22))
+    x = hadron.simulate(theta.expand(4000, -1), seed=21)
+    candidates = normalization.draw_candidates(200_000, hadron.cuts, hadron.proposal, torch.Generator().manual_seed(22))
     v = normalization.coupling_vector(theta)
     weights = candidates.weight * torch.einsum("k,nkl,l->n", v[0], candidates.matrix, v[0])
     parton_x = chart.sorted_observables(chart.labelled_momenta(candidates.latent, None))
@@ -337,14 +346,14 @@ def coverage(simulator, trials, events, seed):
     for trial in range(trials):
         theta_true = simulator.sample_prior(1, seed=seed + trial).double()
         x = simulator.simulate(theta_true.expand(events, -1), seed=seed + 1000 + trial)
-        samples = simulator.exact_posterior(x, draws=150, walkers=16, burn_in=250, seed=trial).samples
+        samples = simulator.exact_posterior(x, draws=100, walkers=16, burn_in=150, seed=trial).samples
         low, high = torch.quantile(samples, torch.tensor([0.16, 0.84], dtype=samples.dtype), dim=0)
         inside.extend(((low <= theta_true[0]) & (theta_true[0] <= high)).tolist())
     return np.mean(inside), len(inside)
 
 
 def test_exact_posterior_covers_the_truth(hadron):
-    rate, count = coverage(hadron, trials=25, events=20, seed=700)
+    rate, count = coverage(hadron, trials=20, events=20, seed=700)
     assert abs(rate - 0.68) < 3.5 * math.sqrt(0.68 * 0.32 / count), rate
 
 

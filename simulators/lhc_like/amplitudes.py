@@ -44,9 +44,13 @@ def weyl_spinor(p: Tensor) -> Tensor:
 
 
 def current(outgoing: Tensor, incoming: Tensor) -> Tensor:
-    """J^μ = ū_L(k) γ^μ u_L(p) = ξ(k)† σ̄^μ ξ(p), σ̄ = (1, -σ⃗); complex (..., 4)."""
-    k = weyl_spinor(outgoing).conj()
-    p = weyl_spinor(incoming)
+    """J^μ = ū_L(k) γ^μ u_L(p) of massless momenta k (outgoing), p (incoming); complex (..., 4)."""
+    return spinor_current(weyl_spinor(outgoing), weyl_spinor(incoming))
+
+
+def spinor_current(outgoing: Tensor, incoming: Tensor) -> Tensor:
+    """J^μ = ξ(k)† σ̄^μ ξ(p), σ̄ = (1, -σ⃗), from the spinors ξ(k), ξ(p); complex (..., 4)."""
+    k, p = outgoing.conj(), incoming
     j0 = k[..., 0] * p[..., 0] + k[..., 1] * p[..., 1]
     j1 = -(k[..., 0] * p[..., 1] + k[..., 1] * p[..., 0])
     j2 = 1j * (k[..., 0] * p[..., 1] - k[..., 1] * p[..., 0])
@@ -65,11 +69,13 @@ def levi_civita(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> Tensor:
     return -sum(sign * minor(a, b, i, j) * minor(c, d, k, m) for i, j, k, m, sign in pairs)
 
 
-def structures(incoming: tuple[Tensor, Tensor], outgoing: tuple[Tensor, Tensor]) -> Tensor:
-    """The four amplitudes P·M_k (before the couplings θ) for one assignment -> complex (..., 4)."""
-    (p1, p2), (k1, k2) = incoming, outgoing
+def structures(
+    incoming: tuple[Tensor, Tensor], outgoing: tuple[Tensor, Tensor], currents: tuple[Tensor, Tensor]
+) -> Tensor:
+    """The four amplitudes P·M_k (before the couplings θ) for one assignment, with the currents
+    J1 = J(k1 ← p1), J2 = J(k2 ← p2) -> complex (..., 4)."""
+    (p1, p2), (k1, k2), (j1, j2) = incoming, outgoing, currents
     q1, q2 = p1 - k1, p2 - k2
-    j1, j2 = current(k1, p1), current(k2, p2)
     q1c, q2c = q1.to(j1.dtype), q2.to(j1.dtype)
     t1, t2 = dot(q1, q1), dot(q2, q2)
     jj = dot(j1, j2)
@@ -90,8 +96,11 @@ def matrix_element_matrix(incoming: tuple[Tensor, Tensor], jets: tuple[Tensor, T
     """H(z) (..., 4, 4), summed over both assignments of the jets to the incoming quarks (the
     quarks are taken as distinguishable, e.g. u d → d u H, so the assignments do not interfere):
     H = Σ Re(m m†), which makes H symmetric under exchanging the jets."""
+    quarks = [weyl_spinor(p) for p in incoming]
+    outgoing = [weyl_spinor(k) for k in jets]
     total = 0
-    for outgoing in (jets, jets[::-1]):
-        m = structures(incoming, outgoing)
+    for a, b in ((0, 1), (1, 0)):
+        currents = (spinor_current(outgoing[a], quarks[0]), spinor_current(outgoing[b], quarks[1]))
+        m = structures(incoming, (jets[a], jets[b]), currents)
         total = total + (m.unsqueeze(-1) * m.conj().unsqueeze(-2)).real
     return total / RATE_UNIT

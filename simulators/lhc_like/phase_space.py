@@ -58,7 +58,7 @@ class Proposal:
     support gives the same physics."""
 
     pt_scale: float = 100.0  # m0 in GeV
-    pt_tail_index: float = 0.7  # α
+    pt_tail_index: float = 0.6  # α
 
 
 @dataclass

@@ -326,9 +326,10 @@ class LHCLike(Simulator):
         s = self.normalization.matrix
 
         def log_likelihood(theta: Tensor) -> Tensor:
-            v = coupling_vector(theta.double())
-            per_event = torch.einsum("bk,nkl,bl->bn", v, matrix, v)
-            return total_constant + torch.log(per_event).sum(-1) - len(matrix) * torch.log(_quadratic(v, s))
+            with torch_threads(self.threads):
+                v = coupling_vector(theta.double())
+                per_event = torch.einsum("bk,nkl,bl->bn", v, matrix, v)
+                return total_constant + torch.log(per_event).sum(-1) - len(matrix) * torch.log(_quadratic(v, s))
 
         return log_likelihood
 
