@@ -150,22 +150,25 @@ def test_observables_have_rank_14_in_the_primary_variables(hadron_sample):
     momenta = kinematics.momenta_from_observables(x[:20])
     for row, event in enumerate(momenta):
         pt, eta, phi = kinematics.transverse_momentum(event), kinematics.pseudorapidity(event), kinematics.azimuth(event)
-        primary = torch.cat([torch.stack([pt[:2], eta[:2], phi[:2]], -1).flatten(), torch.stack([pt[2:], eta[2:], phi[2:], kinematics.mass(event[2:])], -1).flatten()])
+        photons = torch.stack([pt[:2], eta[:2], phi[:2]], -1).flatten()
+        jets = torch.stack([pt[2:], eta[2:], phi[2:], kinematics.mass(event[2:])], -1).flatten()
+        primary = torch.cat([photons, jets])
         torch.testing.assert_close(primary_to_observables(primary), x[row])
         assert numerical_rank(torch.func.jacfwd(primary_to_observables)(primary)) == 14
+
+
+def latent_to_observables(u):
+    """(z) (9) at the parton level or (z, ν) (14) at the hadron level -> x (40)."""
+    nuisance = u[None, 9:] if len(u) > 9 else None
+    return chart.sorted_observables(chart.labelled_momenta(u[None, :9], nuisance)).squeeze(0)
 
 
 @pytest.mark.parametrize("tier, dimension", [("parton", 9), ("hadron", 14)])
 def test_chart_from_latent_variables_has_the_manifold_dimension(tier, dimension, hadron, parton, hadron_sample):
     _, _, gold = hadron_sample
     for z, nu in zip(gold.latent[:10], gold.nuisance[:10]):
-        if tier == "parton":
-            chart_map = lambda u: chart.sorted_observables(chart.labelled_momenta(u.unsqueeze(0), None)).squeeze(0)  # noqa: E731
-            point = z
-        else:
-            chart_map = lambda u: chart.sorted_observables(chart.labelled_momenta(u[None, :9], u[None, 9:])).squeeze(0)  # noqa: E731
-            point = torch.cat([z, nu])
-        assert numerical_rank(torch.func.jacfwd(chart_map)(point)) == dimension
+        point = z if tier == "parton" else torch.cat([z, nu])
+        assert numerical_rank(torch.func.jacfwd(latent_to_observables)(point)) == dimension
     assert {"parton": parton, "hadron": hadron}[tier].manifold_dim == dimension
 
 
@@ -223,7 +226,8 @@ def test_sampled_events_follow_the_weighted_proposal(hadron):
     ):
         expected = float((weights * expected_value).sum() / weights.sum())
         ess = float(weights.sum() ** 2 / (weights**2).sum())
-        tolerance = 4 * math.hypot(float(value.std()) / math.sqrt(len(value)), float(expected_value.std()) / math.sqrt(ess))
+        sampled_error = float(value.std()) / math.sqrt(len(value))
+        tolerance = 4 * math.hypot(sampled_error, float(expected_value.std()) / math.sqrt(ess))
         if name == "jet pT":  # the recoil and jet masses shift pT slightly at the hadron tier
             tolerance += 0.02
         assert float(value.mean()) == pytest.approx(expected, abs=tolerance), name
@@ -285,7 +289,8 @@ def test_morphing_reproduces_the_matrix_element(hadron, hadron_sample):
     morphed = (morphing.weights(theta) * values).sum(-1)
     v = normalization.coupling_vector(theta)
     torch.testing.assert_close(morphed, torch.einsum("nk,nkl,nl->n", v, gold.matrix, v))
-    torch.testing.assert_close(morphing.weights(morphing.benchmarks), torch.eye(10, dtype=torch.float64), atol=1e-12, rtol=0)
+    identity = torch.eye(10, dtype=torch.float64)
+    torch.testing.assert_close(morphing.weights(morphing.benchmarks), identity, atol=1e-12, rtol=0)
 
 
 def test_two_parameters_freeze_the_third(cache):
@@ -306,7 +311,8 @@ def test_datasets_round_trip_with_metadata(hadron, tmp_path):
     loaded = load_dataset(path)
     assert path.suffix == ".npz" and not list(tmp_path.glob("*.tmp"))
     assert torch.equal(loaded.x, dataset.x) and torch.equal(loaded.theta, dataset.theta)
-    assert torch.equal(loaded.gold.matrix, dataset.gold.matrix) and torch.equal(loaded.gold.joint_score, dataset.gold.joint_score)
+    for field in ("latent", "nuisance", "matrix", "joint_score", "joint_log_ratio", "theta_ref"):
+        assert torch.equal(getattr(loaded.gold, field), getattr(dataset.gold, field)), field
     assert loaded.metadata["tier"] == "hadron" and loaded.metadata["seed"] == 17
     assert loaded.metadata["version"] == normalization.VERSION and len(loaded.metadata["observable_names"]) == 40
     frame = loaded.to_dataframe()

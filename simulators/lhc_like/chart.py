@@ -77,11 +77,14 @@ def labelled_momenta(z: Tensor, nuisance: Tensor | None) -> Tensor:
         event = hard_event(z)
         return torch.stack([*event.photons, *event.jets], -2)
     event = hard_event(z, higgs_mass=nuisance[:, 0])
-    jets = [from_pt_rapidity(z[:, 3 * k], z[:, 3 * k + 1], z[:, 3 * k + 2], nuisance[:, 1 + k] * z[:, 3 * k]) for k in (0, 1)]
+    jets = [
+        from_pt_rapidity(z[:, 3 * k], z[:, 3 * k + 1], z[:, 3 * k + 2], nuisance[:, 1 + k] * z[:, 3 * k]) for k in (0, 1)
+    ]
     objects = torch.stack([*event.photons, *jets], -2)
     energy = objects[..., 0].sum(-1, keepdim=True)
     recoil = nuisance[:, 3:]
-    velocity = torch.cat([recoil, torch.zeros_like(energy)], -1) / torch.sqrt(energy**2 + (recoil**2).sum(-1, keepdim=True))
+    velocity = torch.cat([recoil, torch.zeros_like(energy)], -1)
+    velocity = velocity / torch.sqrt(energy**2 + (recoil**2).sum(-1, keepdim=True))
     return boost(objects, velocity.unsqueeze(-2))
 
 

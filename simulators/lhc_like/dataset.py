@@ -1,16 +1,16 @@
 """LHC-like data sets on disk: one `.npz` file per data set (or shard), written atomically.
 
-Format (every array has one row per event):
+Format, for n events:
   x                 (n, 40)   observables, columns `metadata["observable_names"]`
   theta             (n, p)    the θ each event was simulated at
-  latent            (n, 9)    gold: hard-process z
-  nuisance          (n, 5)    gold: hadron-level ν ((n, 0) at the parton tier)
+  latent            (n, 9)    gold: hard-process z, columns `metadata["latent_names"]`
+  nuisance          (n, 5)    gold: hadron-level ν ((n, 0) at the parton tier), `metadata["nuisance_names"]`
   matrix            (n, 4, 4) gold: H(z), |M|²(z; θ) = vᵀHv with v = (1, θ)
   joint_score       (n, p)    gold: t(x, z|θ)
   joint_log_ratio   (n,)      gold: log r(x, z|θ, θ_ref)
   theta_ref         (p,)
-  metadata          ()        JSON string: simulator, version, tier, n_params, seed,
-                              settings_key (of the cached normalization), observable_names, …
+  metadata          ()        JSON string: simulator, version, tier, n_params, seed, settings_key
+                              (of the cached normalization), pool_draws, pool_seed, column names
 Load with `load_dataset(path)`; `LHCDataset.to_dataframe()` gives pandas columns.
 """
 

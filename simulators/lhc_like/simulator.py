@@ -170,10 +170,11 @@ class LHCLike(Simulator):
     def sample_hard_process(self, theta: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """z ~ p(z|θ_i) exactly, one per row, with H(z) -> (n, 9), (n, 4, 4).
 
-        Envelope rejection: proposal draws are unweighted to the envelope density
-        ∝ q w λ_max(H) (kept with probability w tr(H) / M, then λ_max / tr(H)), then the i-th event's candidates
-        are accepted with probability vᵢᵀHvᵢ / (λ_max ‖vᵢ‖²) ≤ 1; the first accepted candidate
-        is the event. Each candidate serves at most one event, so no event is duplicated."""
+        Envelope rejection (vᵀHv ≤ λ_max(H) ‖v‖²): proposal draws are unweighted to the envelope
+        density ∝ q w λ_max(H) (kept with probability w tr(H) / M, then λ_max / tr(H)); the
+        i-th event's candidates are accepted with probability vᵢᵀHvᵢ / (λ_max ‖vᵢ‖²) ≤ 1 and the
+        first accepted one is the event. Each candidate serves at most one event, so no event
+        is duplicated."""
         norm = self.normalization
         v = coupling_vector(theta.double())
         n = len(v)
@@ -277,6 +278,8 @@ class LHCLike(Simulator):
             "pool_draws": self.pool_draws,
             "pool_seed": self.pool_seed,
             "observable_names": list(self.observable_names),
+            "latent_names": list(phase_space.LATENT_NAMES),
+            "nuisance_names": list(chart.NUISANCE_NAMES) if self.tier != "parton" else [],
         }
         return LHCDataset(x=x, theta=theta, gold=gold, metadata=metadata)
 
@@ -367,14 +370,16 @@ class LHCLike(Simulator):
     def standardization(self, n: int = 100_000, seed: int = 0) -> Standardization:
         """Mean and std of x under θ from the prior at this tier (from n simulated events,
         cached next to S) and of θ (the prior's, exactly 0 and 1)."""
-        path = normalization.cache_directory(self.cache_dir) / f"lhc_like-standardization-{self.settings_key}-{self.tier}-{self.theta_dim}-{n}-{seed}.npz"
+        name = f"lhc_like-standardization-{self.settings_key}-{self.tier}-{self.theta_dim}-{n}-{seed}.npz"
+        path = normalization.cache_directory(self.cache_dir) / name
         if not path.exists():
             _, x = self.simulate_joint(n, seed)
             x = x.double()
             write_atomically(path, {"mean": x.mean(0).numpy(), "std": x.std(0).numpy()})
         with np.load(path) as stored:
             x_mean, x_std = torch.from_numpy(stored["mean"]), torch.from_numpy(stored["std"])
-        return Standardization(x_mean, x_std, torch.zeros(self.theta_dim, dtype=torch.float64), torch.ones(self.theta_dim, dtype=torch.float64))
+        theta_mean = torch.zeros(self.theta_dim, dtype=torch.float64)
+        return Standardization(x_mean, x_std, theta_mean, torch.ones_like(theta_mean))
 
     def to_dataframe(self, x: Tensor) -> pd.DataFrame:
         """x as a DataFrame with the named observable columns."""
