@@ -83,8 +83,8 @@ class HardEvent:
 
 
 def sample_proposal(n: int, cuts: Cuts, proposal: Proposal, generator: torch.Generator) -> Tensor:
-    """n draws z ~ q -> (n, 9), float64."""
-    u = torch.rand(n, LATENT_DIM + 1, generator=generator, dtype=torch.float64)
+    """n draws z ~ q -> (n, 9), float64, from 11 uniforms per draw."""
+    u = torch.rand(n, 11, generator=generator, dtype=torch.float64)
     t0 = cuts.jet_pt**2 + proposal.pt_scale**2
     pt = torch.sqrt(t0 * u[:, :2] ** (-1 / proposal.pt_tail_index) - proposal.pt_scale**2)
     # (y1, y2) uniform on {|y_i| < Y, |y1 - y2| > g}: two triangles with legs a = 2Y - g
@@ -96,7 +96,7 @@ def sample_proposal(n: int, cuts: Cuts, proposal: Proposal, generator: torch.Gen
     phi = 2 * math.pi * u[:, 5:7]
     y_h = (u[:, 7] + u[:, 8] - 1) * cuts.higgs_rapidity  # triangular on (-Y_H, Y_H)
     cos_theta = 2 * u[:, 9] - 1
-    phi_decay = 2 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
+    phi_decay = 2 * math.pi * u[:, 10]
     return torch.stack([pt[:, 0], y1, phi[:, 0], pt[:, 1], y2, phi[:, 1], y_h, cos_theta, phi_decay], -1)
 
 
