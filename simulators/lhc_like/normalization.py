@@ -4,9 +4,13 @@ weighted pool of proposal draws and cached on disk.
 With weights w(z) = F(z) / q(z) (F the θ-independent factor of dσ/dz) and X = w H 1_fid:
   S = E_q[X], estimated by the pool mean, with the covariance of vec X for MC errors;
   Λ = E_q[w λ_max(H) 1_fid], the normalization of the envelope density ∝ q w λ_max;
-  M = safety · max over the pool of w tr(H) 1_fid, the bound for unweighting: proposal draws
-  are kept with probability w tr(H) / M and then λ_max / tr(H) (λ_max ≤ tr H for H ⪰ 0), which
-  leaves them distributed as the envelope density while computing λ_max only for the few kept.
+  M_c = safety · max of w tr(H) 1_fid over the pool's draws in pT cell c (`Proposal.cell`)
+  and its neighbours (a 3×3 block, which guards cells whose few draws missed their peak),
+  symmetrized under exchanging the jets (which leaves w tr(H) unchanged) and floored at a
+  fraction of the largest: the stratified unweighting bound. The sampler draws cell c with
+  probability ∝ M_c (the cells have equal q-mass), keeps a draw with probability
+  w tr(H) / M_c and then λ_max / tr(H) (λ_max ≤ tr H for H ⪰ 0); the kept draws follow the
+  envelope density, and λ_max is computed only for the few kept.
 The cache file is keyed by a hash of every setting that changes these numbers, written
 atomically (temporary file + rename), and lives in `cache_dir`, else $MFLOW_SBI_CACHE, else
 ~/.cache/mflow-sbi.
@@ -31,6 +35,7 @@ from simulators.lhc_like.phase_space import Cuts, Proposal
 
 CACHE_ENVIRONMENT_VARIABLE = "MFLOW_SBI_CACHE"
 ENVELOPE_SAFETY = 1.5
+CELL_FLOOR = 0.05  # no cell bound below this fraction of the largest
 VERSION = "1"  # bump when the physics changes: the cache key and the data sets record it
 
 
@@ -52,9 +57,12 @@ class Candidates:
         return Candidates(self.latent[rows], self.weight[rows], self.matrix[rows])
 
 
-def draw_candidates(n: int, cuts: Cuts, proposal: Proposal, generator: torch.Generator) -> Candidates:
-    """n proposal draws, of which those passing the fiducial cuts are returned."""
-    z = phase_space.sample_proposal(n, cuts, proposal, generator)
+def draw_candidates(
+    n: int, cuts: Cuts, proposal: Proposal, generator: torch.Generator, cell_probabilities: Tensor | None = None
+) -> Candidates:
+    """n proposal draws (stratified over pT cells if `cell_probabilities` is given), of which
+    those passing the fiducial cuts are returned."""
+    z = phase_space.sample_proposal(n, cuts, proposal, generator, cell_probabilities)
     event = phase_space.hard_event(z)
     inside = phase_space.passes_cuts(event, z, cuts)
     z, event = z[inside], event.select(inside)
@@ -70,8 +78,18 @@ class Normalization:
     covariance: Tensor  # Cov(vec X) (16, 16), per draw
     draws: int
     envelope_mean: float  # Λ
-    envelope_bound: float  # M, bounds w tr(H) ≥ w λ_max
+    cell_bounds: Tensor  # M_c (K²,), bound w tr(H) ≥ w λ_max in each pT cell
     fiducial_fraction: float
+
+    @property
+    def envelope_bound(self) -> float:
+        """The mean bound per proposal draw, Σ_c M_c / K² (the cells have equal q-mass)."""
+        return float(self.cell_bounds.mean())
+
+    @property
+    def cell_probabilities(self) -> Tensor:
+        """How often the sampler draws each pT cell: ∝ M_c."""
+        return self.cell_bounds / self.cell_bounds.sum()
 
     def cross_section(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """σ(θ) = vᵀSv and its MC standard error sqrt((v⊗v)ᵀ C (v⊗v) / N); θ (batch, ≤ 3)."""
@@ -82,7 +100,7 @@ class Normalization:
         return sigma, variance.sqrt()
 
     def unweighting_efficiency(self) -> float:
-        """Fraction of proposal draws kept when unweighting to the envelope, Λ / M."""
+        """Fraction of proposal draws kept when unweighting to the envelope, Λ / mean M_c."""
         return self.envelope_mean / self.envelope_bound
 
 
@@ -97,22 +115,28 @@ def estimate(cuts: Cuts, proposal: Proposal, draws: int, seed: int, chunk: int =
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros(16, dtype=torch.float64)
     second = torch.zeros(16, 16, dtype=torch.float64)
-    envelope_total, envelope_max, inside = 0.0, 0.0, 0
+    envelope_total, inside = 0.0, 0
+    cell_max = torch.zeros(proposal.pt_cells**2, dtype=torch.float64)
     for start in range(0, draws, chunk):
         candidates = draw_candidates(min(chunk, draws - start), cuts, proposal, generator)
         x = (candidates.weight[:, None, None] * candidates.matrix).flatten(1)
         total += x.sum(0)
         second += x.T @ x
         envelope_total += float((candidates.weight * candidates.largest_eigenvalue()).sum())
-        envelope_max = max(envelope_max, float((candidates.weight * candidates.trace()).max()))
+        cells = proposal.cell(candidates.latent, cuts)
+        cell_max.scatter_reduce_(0, cells, candidates.weight * candidates.trace(), reduce="amax")
         inside += len(x)
     mean = total / draws
+    cell_max = cell_max.view(proposal.pt_cells, proposal.pt_cells)
+    cell_max = torch.maximum(cell_max, cell_max.T)  # jet exchange swaps the cells
+    cell_max = torch.nn.functional.max_pool2d(cell_max[None, None], 3, stride=1, padding=1).flatten()
+    cell_bounds = ENVELOPE_SAFETY * torch.clamp(cell_max, min=CELL_FLOOR * float(cell_max.max()))
     return Normalization(
         matrix=mean.view(4, 4),
         covariance=second / draws - torch.outer(mean, mean),
         draws=draws,
         envelope_mean=envelope_total / draws,
-        envelope_bound=ENVELOPE_SAFETY * envelope_max,
+        cell_bounds=cell_bounds,
         fiducial_fraction=inside / draws,
     )
 
@@ -128,7 +152,7 @@ def settings_key(cuts: Cuts, proposal: Proposal, draws: int, seed: int) -> str:
         "physics": [
             phase_space.SQRT_S, phase_space.HIGGS_MASS, phase_space.PDF_SMALL_X_POWER, phase_space.PDF_LARGE_X_POWER,
             amplitudes.W_MASS, amplitudes.VEV, amplitudes.FORM_FACTOR_SCALE, amplitudes.COUPLING_SCALES,
-            amplitudes.RATE_UNIT, ENVELOPE_SAFETY,
+            amplitudes.RATE_UNIT, ENVELOPE_SAFETY, CELL_FLOOR,
         ],
     }  # fmt: skip
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -147,6 +171,7 @@ def write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -165,7 +190,7 @@ def load_or_estimate(
                 covariance=torch.from_numpy(stored["covariance"]),
                 draws=int(stored["draws"]),
                 envelope_mean=float(stored["envelope_mean"]),
-                envelope_bound=float(stored["envelope_bound"]),
+                cell_bounds=torch.from_numpy(stored["cell_bounds"]),
                 fiducial_fraction=float(stored["fiducial_fraction"]),
             )
     normalization = estimate(cuts, proposal, draws, seed)
@@ -176,7 +201,7 @@ def load_or_estimate(
             "covariance": normalization.covariance.numpy(),
             "draws": np.array(normalization.draws),
             "envelope_mean": np.array(normalization.envelope_mean),
-            "envelope_bound": np.array(normalization.envelope_bound),
+            "cell_bounds": normalization.cell_bounds.numpy(),
             "fiducial_fraction": np.array(normalization.fiducial_fraction),
         },
     )

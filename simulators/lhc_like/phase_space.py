@@ -55,10 +55,21 @@ class Proposal:
     (y1, y2) uniform on the window with the rapidity-gap cut, y_H triangular on its window,
     φ1, φ2, φ* uniform, cos θ* uniform in [-1, 1]. Tuned by hand for a high unweighting
     efficiency (the envelope's max/mean weight); any q with the fiducial region in its
-    support gives the same physics."""
+    support gives the same physics.
+
+    The pT uniforms u_i = (t0/t_i)^α are split into `pt_cells` equal intervals each, a grid of
+    cells over which the sampler stratifies its unweighting bound (`normalization`)."""
 
     pt_scale: float = 100.0  # m0 in GeV
     pt_tail_index: float = 0.6  # α
+    pt_cells: int = 10
+
+    def cell(self, z: Tensor, cuts: Cuts) -> Tensor:
+        """Index i·K + j of the pT cell of each draw -> (batch,) long."""
+        t0 = cuts.jet_pt**2 + self.pt_scale**2
+        u = (t0 / (z[:, [0, 3]] ** 2 + self.pt_scale**2)) ** self.pt_tail_index
+        index = torch.clamp((u * self.pt_cells).long(), max=self.pt_cells - 1)
+        return index[:, 0] * self.pt_cells + index[:, 1]
 
 
 @dataclass
@@ -82,9 +93,17 @@ class HardEvent:
         )
 
 
-def sample_proposal(n: int, cuts: Cuts, proposal: Proposal, generator: torch.Generator) -> Tensor:
-    """n draws z ~ q -> (n, 9), float64, from 11 uniforms per draw."""
+def sample_proposal(
+    n: int, cuts: Cuts, proposal: Proposal, generator: torch.Generator, cell_probabilities: Tensor | None = None
+) -> Tensor:
+    """n draws z ~ q -> (n, 9), float64, from 11 uniforms per draw. With `cell_probabilities`
+    (K², summing to 1), each draw's pT cell is chosen with these probabilities instead of the
+    cells' volume 1/K², and (u1, u2) is uniform inside it."""
     u = torch.rand(n, 11, generator=generator, dtype=torch.float64)
+    if cell_probabilities is not None:
+        cells = torch.multinomial(cell_probabilities, n, replacement=True, generator=generator)
+        corner = torch.stack([cells // proposal.pt_cells, cells % proposal.pt_cells], -1)
+        u = torch.cat([(corner + u[:, :2]) / proposal.pt_cells, u[:, 2:]], -1)
     t0 = cuts.jet_pt**2 + proposal.pt_scale**2
     pt = torch.sqrt(t0 * u[:, :2] ** (-1 / proposal.pt_tail_index) - proposal.pt_scale**2)
     # (y1, y2) uniform on {|y_i| < Y, |y1 - y2| > g}: two triangles with legs a = 2Y - g

@@ -171,7 +171,8 @@ class LHCLike(Simulator):
         """z ~ p(z|θ_i) exactly, one per row, with H(z) -> (n, 9), (n, 4, 4).
 
         Envelope rejection (vᵀHv ≤ λ_max(H) ‖v‖²): proposal draws are unweighted to the envelope
-        density ∝ q w λ_max(H) (kept with probability w tr(H) / M, then λ_max / tr(H)); the
+        density ∝ q w λ_max(H) (drawn stratified over pT cells c with probability ∝ M_c and kept
+        with probability w tr(H) / M_c, then λ_max / tr(H); see `normalization`); the
         i-th event's candidates are accepted with probability vᵢᵀHvᵢ / (λ_max ‖vᵢ‖²) ≤ 1 and the
         first accepted one is the event. Each candidate serves at most one event, so no event
         is duplicated."""
@@ -181,15 +182,18 @@ class LHCLike(Simulator):
         latent = torch.empty(n, phase_space.LATENT_DIM, dtype=torch.float64)
         matrices = torch.empty(n, 4, 4, dtype=torch.float64)
         pending = torch.arange(n)
-        # expected candidates per event: ‖v‖² Λ / σ(θ); proposal draws per candidate: M / Λ
+        # expected candidates per event: ‖v‖² Λ / σ(θ); proposal draws per candidate: mean M_c / Λ
         expected = (v**2).sum(-1) * norm.envelope_mean / _quadratic(v, norm.matrix)
         overweight = 0
         while len(pending):
             wanted = float(expected[pending].sum()) * norm.envelope_bound / norm.envelope_mean
             draws = int(min(PROPOSAL_CHUNK, max(1024, 1.1 * wanted)))
-            candidates = normalization.draw_candidates(draws, self.cuts, self.proposal, generator)
+            candidates = normalization.draw_candidates(
+                draws, self.cuts, self.proposal, generator, norm.cell_probabilities
+            )
             trace = candidates.trace()
-            bound = candidates.weight * trace / norm.envelope_bound
+            cell_bound = norm.cell_bounds[self.proposal.cell(candidates.latent, self.cuts)]
+            bound = candidates.weight * trace / cell_bound
             overweight += int((bound > 1).sum())
             kept = torch.rand(len(bound), generator=generator, dtype=torch.float64) < bound
             candidates, trace = candidates.select(kept), trace[kept]
@@ -209,8 +213,8 @@ class LHCLike(Simulator):
             pending = pending[~done[pending]]
         if overweight:
             warnings.warn(
-                f"{overweight} proposal draws exceeded the envelope bound M; sampling is approximate for them. "
-                "Increase pool_draws to raise the bound.",
+                f"{overweight} proposal draws exceeded their cell's envelope bound M_c; sampling is "
+                "approximate for them. Increase pool_draws to raise the bound.",
                 RuntimeWarning,
                 stacklevel=2,
             )
