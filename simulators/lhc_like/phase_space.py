@@ -62,7 +62,7 @@ class Proposal:
 
     pt_scale: float = 100.0  # m0 in GeV
     pt_tail_index: float = 0.6  # α
-    pt_cells: int = 10
+    pt_cells: int = 20
 
     def cell(self, z: Tensor, cuts: Cuts) -> Tensor:
         """Index i·K + j of the pT cell of each draw -> (batch,) long."""

@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from mflow_sbi.inference.posterior import MCMCResult, mcmc_posterior
+from mflow_sbi.inference.grid import GridPosterior
+from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior
 from mflow_sbi.validation import check_matrix
 from simulators.base import Simulator, as_generator
 from simulators.lhc_like import amplitudes, chart, kinematics, normalization, phase_space
@@ -360,6 +361,15 @@ class LHCLike(Simulator):
             progress=progress,
             observed=x_observed,
         )
+
+    def exact_grid_posterior(self, x_observed: Tensor, resolution: int = 201, half_width: float = 4.0) -> GridPosterior:
+        """p(θ|x_1..x_m) on a resolution² grid over [-half_width, half_width]², normalized on the
+        grid (n_params = 2 only; the prior puts 6·10⁻⁵ of each θ_k's mass beyond |θ_k| = 4)."""
+        if self.theta_dim != 2:
+            raise ValueError(f"a grid posterior needs n_params = 2, not {self.theta_dim}; use exact_posterior (MCMC)")
+        bounds = ([-half_width] * 2, [half_width] * 2)
+        log_likelihood = self.observed_log_likelihood(x_observed)
+        return grid_posterior(log_likelihood, self.prior, resolution, bounds, dtype=torch.float64)
 
     def _require_tractable(self) -> None:
         if self.tier == "detector":
