@@ -194,7 +194,8 @@ def report(results: dict, figure: str) -> str:
         "## Envelope sampler",
         "",
         f"- Fraction of proposal draws inside the fiducial region: {norm['fiducial_fraction']:.3f}",
-        f"- Unweighting to the envelope density ∝ q w λ_max(H), Λ/M: {norm['unweighting_efficiency']:.4f} per proposal draw",
+        f"- Unweighting to the envelope density ∝ q w λ_max(H) (stratified over pT cells), Λ / mean M_c: "
+        f"{norm['unweighting_efficiency']:.4f} per proposal draw",
         f"- Events per proposal draw, θ from the prior (one θ per event): {results['prior_events_per_draw']:.4f}",
         f"- Estimating S and the envelope constants (done once, then cached): {norm['seconds_to_estimate']:.1f} s",
         "",
