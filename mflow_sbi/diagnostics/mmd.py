@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -29,22 +31,34 @@ def _kernel_sum(a: Tensor, b: Tensor, bandwidth: float, chunk_size: int) -> Tens
 
 
 def mmd_squared(
-    samples: Tensor, reference: Tensor, bandwidth: float | None = None, chunk_size: int = 2048
+    samples: Tensor,
+    reference: Tensor,
+    bandwidth: float | Literal["reference", "pooled"] | None = None,
+    chunk_size: int = 2048,
 ) -> float:
     """Unbiased MMD² with the Gaussian kernel k(a, b) = exp(-‖a - b‖² / (2 h²)):
 
         MMD² = Σ_{i≠j} k(x_i,x_j)/(m(m-1)) + Σ_{i≠j} k(y_i,y_j)/(n(n-1)) - 2 Σ_ij k(x_i,y_j)/(mn)
 
-    with x = `samples`, y = `reference`, and h = median pairwise distance of the reference
-    samples unless `bandwidth` is given. Computed in float64 over row chunks, so 10⁴ × 10⁴
-    samples need only chunk_size × 10⁴ kernel values at a time.
+    with x = `samples`, y = `reference`. The bandwidth h is, by `bandwidth`:
+    None or "reference": the median pairwise distance of the reference samples (the paper's
+    and sbibm's choice); "pooled": the median over all pairs of the pooled samples x ∪ y
+    (sbi's `unbiased_mmd_squared`); a number: that h. Computed in float64 over row chunks, so
+    10⁴ × 10⁴ samples need only chunk_size × 10⁴ kernel values at a time.
     """
     check_matrix("samples", samples)
     check_matrix("reference", reference, samples.shape[1])
     if len(samples) < 2 or len(reference) < 2:
         raise ValueError("the unbiased MMD needs at least two samples on each side")
     x, y = samples.double(), reference.double()
-    h = median_distance(y) if bandwidth is None else float(bandwidth)
+    if bandwidth is None or bandwidth == "reference":
+        h = median_distance(y)
+    elif bandwidth == "pooled":
+        h = median_distance(torch.cat([x, y]))  # all x-x, y-y and x-y pairs, as sbi pools them
+    elif isinstance(bandwidth, str):
+        raise ValueError(f"bandwidth must be 'reference', 'pooled' or a number, got {bandwidth!r}")
+    else:
+        h = float(bandwidth)
     if not h > 0:
         raise ValueError(f"bandwidth must be positive, got {h}")
     m, n = len(x), len(y)
