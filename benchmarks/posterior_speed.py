@@ -167,7 +167,31 @@ def markdown(report: dict) -> str:
                 f"| {r['arm']} | {r['samples']} | {r['seconds']:.1f} | {r['ms_per_sample']:.3f} | {r['ess']:.0f} | "
                 f"{r['ms_per_effective_sample']:.3f} | {r['ms_per_effective_sample'] / fast['ms_per_effective_sample']:.1f} | {r['mmd_squared_vs_exact']:.4f} |"
             )
-        lines.append("")
+        sbi = next(r for r in rows if r["arm"] == "sbi NLE (default MAF), sbi MCMCPosterior")
+        exact = next(r for r in rows if r["arm"] == "mflow exact density, our emcee")
+        lines += [
+            "",
+            f"Per effective sample the fast path is {sbi['ms_per_effective_sample'] / fast['ms_per_effective_sample']:.1f}× faster than sbi's NLE "
+            f"(target ≥ 10×: {'met' if sbi['ms_per_effective_sample'] >= 10 * fast['ms_per_effective_sample'] else 'not met'}) "
+            f"and {exact['ms_per_effective_sample'] / fast['ms_per_effective_sample']:.1f}× faster than the exact M-flow density in the same sampler; "
+            f"its posterior MMD² is {fast['mmd_squared_vs_exact']:.4f} against sbi's {sbi['mmd_squared_vs_exact']:.4f}.",
+            "",
+        ]
+    lines += [
+        "## Reading",
+        "",
+        "- The exact-density arm runs the same Markov chain as the fast path (the dropped term does not",
+        "  depend on θ, so every acceptance decision is the same): equal ESS and MMD², and the cost",
+        "  ratio is the saving from caching u = g⁻¹(x) and skipping log det(J_gᵀJ_g).",
+        "- sbi's default MAF is itself an ambient flow, so per likelihood evaluation it costs what our",
+        "  inner flow costs (the reference architecture's inner flow is the larger network). The",
+        "  remaining speed-up comes from the sampler: emcee's KDE/DE moves need a few vectorized",
+        "  evaluations per effective sample where sbi's slice sampler needs many more calls",
+        "  (compare the two rows that share the fast potential).",
+        "- Accuracy is where the manifold pays: on the same simulations the M-flow posterior is close",
+        "  to the exact one while sbi's NLE posterior is visibly off.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -5,7 +5,6 @@ from mflow_sbi.inference.likelihood import LogRatio, ObservedLikelihood
 from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior, prior_bounds, prior_log_prob
 from mflow_sbi.inference.sbi_plugin import (
     FastLikelihoodPotential,
-    ModelBuilder,
     ModelDensityEstimator,
     SBISimulator,
     estimator_builder,
@@ -17,7 +16,6 @@ __all__ = [
     "GridPosterior",
     "LogRatio",
     "MCMCResult",
-    "ModelBuilder",
     "ModelDensityEstimator",
     "ObservedLikelihood",
     "SBISimulator",

@@ -14,6 +14,8 @@ MCMC step costs one pass of the inner flow per (θ, event) pair.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,8 +37,10 @@ class ModelDensityEstimator(ConditionalDensityEstimator):
     """A `ConditionalModel` as sbi's likelihood estimator q(x|θ): input = x of shape (D,),
     condition = θ of shape (p,), with sbi's (sample, batch) shape conventions.
 
-    Inputs are cast to the model's dtype (sbi works in float32). `log_prob` is the model's exact density (`exact=None` picks it where the model has one,
-    else the latent density: PAE). `loss(x, θ)` is the per-sample loss of the model's one-stage
+    Inputs are cast to the model's dtype (sbi works in float32). `log_prob` is the model's
+    exact density (`exact=None` picks it where the model has one, else the latent density:
+    PAE); on sbi's iid trials it is computed without gradients to the model's parameters
+    (inference only). `loss(x, θ)` is the per-sample loss of the model's one-stage
     schedule: -log p(x|θ) for AF and PIE; for M-flow, Me-flow and PAE the alternating M/D loss
     w·‖x - g(g⁻¹(x))‖² - log p_h(g⁻¹(x)|θ), whose first term trains only the manifold and whose
     second (with u detached) trains only h (Brehmer & Cranmer 2020, §3), so sbi's single
@@ -84,31 +88,26 @@ class ModelDensityEstimator(ConditionalDensityEstimator):
         theta = condition.expand(shape.numel(), *condition.shape).reshape(-1, self.model.theta_dim)
         return self.model.sample(theta).reshape(*shape, len(condition), self.model.data_dim)
 
-
     def _as_model_dtype(self, tensor: Tensor) -> Tensor:
         """sbi hands over float32; a model kept in another precision gets its own dtype."""
         return tensor.to(next(self.model.parameters()).dtype)
 
 
-class ModelBuilder:
-    """sbi's builder protocol, `builder(theta, x) -> ConditionalDensityEstimator`: builds one of
-    our models with data and parameter dimensions read off the first training batch."""
-
-    def __init__(self, model: str = "mflow", reconstruction_weight: float = 1000.0, **model_config: Any) -> None:
-        self.config = {"model": model, **model_config}
-        self.reconstruction_weight = reconstruction_weight
-
-    def __call__(self, theta: Tensor, x: Tensor) -> ModelDensityEstimator:
-        if theta.ndim != 2 or x.ndim != 2:
-            raise ValueError(f"our models need θ (N, p) and x (N, D), got shapes {tuple(theta.shape)} and {tuple(x.shape)}")
-        model = build_model({**self.config, "data_dim": x.shape[1], "theta_dim": theta.shape[1]})
-        return ModelDensityEstimator(model, reconstruction_weight=self.reconstruction_weight)
+def estimator_builder(
+    model: str = "mflow", reconstruction_weight: float = 1000.0, **model_config: Any
+) -> Callable[[Tensor, Tensor], ModelDensityEstimator]:
+    """A builder for `NLE(prior, density_estimator=...)`, following sbi's protocol
+    `builder(theta, x) -> ConditionalDensityEstimator`: it builds one of our models with the
+    data and parameter dimensions read off the first training batch; `model_config` holds the
+    model's other constructor arguments, e.g. `latent_dim=2`."""
+    return partial(_build_estimator, {"model": model, **model_config}, reconstruction_weight)
 
 
-def estimator_builder(model: str = "mflow", reconstruction_weight: float = 1000.0, **model_config: Any) -> ModelBuilder:
-    """A builder for `NLE(prior, density_estimator=...)`; `model_config` holds the model's
-    constructor arguments other than the dimensions, e.g. `latent_dim=2`."""
-    return ModelBuilder(model, reconstruction_weight, **model_config)
+def _build_estimator(config: dict[str, Any], reconstruction_weight: float, theta: Tensor, x: Tensor) -> ModelDensityEstimator:
+    if theta.ndim != 2 or x.ndim != 2:
+        raise ValueError(f"our models need θ (N, p) and x (N, D), got shapes {tuple(theta.shape)} and {tuple(x.shape)}")
+    model = build_model({**config, "data_dim": x.shape[1], "theta_dim": theta.shape[1]})
+    return ModelDensityEstimator(model, reconstruction_weight=reconstruction_weight)
 
 
 class FastLikelihoodPotential(BasePotential):
