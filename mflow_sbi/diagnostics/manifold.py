@@ -4,6 +4,7 @@ detection from the model's log-likelihood and reconstruction error."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,14 +18,8 @@ from mflow_sbi.validation import check_matrix
 BATCH_SIZE = 1000
 
 
-def _model_dtype(model: ConditionalModel) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
 def _broadcast_theta(theta: Tensor, events: int, theta_dim: int) -> Tensor:
     """θ of shape (p,), (1, p) or (events, p) as (events, p)."""
-    if theta is None:
-        raise ValueError("theta is required here")
     theta = torch.as_tensor(theta)
     theta = theta.reshape(1, -1) if theta.ndim < 2 else theta
     check_matrix("theta", theta, theta_dim)
@@ -37,22 +32,33 @@ def _per_event(values: Tensor, per_event: bool) -> float | list[float]:
     return values.tolist() if per_event else float(values.mean())
 
 
-def reconstruction_distances(model: ConditionalModel, x: Tensor, theta: Tensor | None = None) -> Tensor:
-    """‖x - g(g⁻¹(x))‖ per event, in batches without gradients -> (n,); `theta` (p,), (1, p)
-    or (n, p) is needed only by models whose manifold depends on θ (PIE original)."""
+def _in_batches(
+    model: ConditionalModel, x: Tensor, theta: Tensor | None, evaluate: Callable[[Tensor, Tensor | None], Tensor]
+) -> Tensor:
+    """evaluate(x_batch, θ_batch) over batches of the validated events, in the model's dtype
+    and without gradients -> (n,)."""
     check_matrix("x", x, model.data_dim)
     if len(x) == 0:
         raise ValueError("x holds no events")
-    x = x.to(_model_dtype(model))
+    x = x.to(next(model.parameters()).dtype)
     if theta is not None:
         theta = _broadcast_theta(theta, len(x), model.theta_dim).to(x.dtype)
-        theta = theta if model.encoder_depends_on_theta else None  # a θ-independent manifold
     with torch.no_grad():
-        squared = torch.cat([
-            model.reconstruction_error(x[i : i + BATCH_SIZE], None if theta is None else theta[i : i + BATCH_SIZE])
+        return torch.cat([
+            evaluate(x[i : i + BATCH_SIZE], None if theta is None else theta[i : i + BATCH_SIZE])
             for i in range(0, len(x), BATCH_SIZE)
         ])
-    return squared.clamp(min=0).sqrt()
+
+
+def reconstruction_distances(model: ConditionalModel, x: Tensor, theta: Tensor | None = None) -> Tensor:
+    """‖x - g(g⁻¹(x))‖ per event -> (n,); `theta` (p,), (1, p) or (n, p) is used only by
+    models whose manifold depends on θ (PIE original), which need it."""
+
+    def distance(x: Tensor, theta: Tensor | None) -> Tensor:
+        theta = theta if model.encoder_depends_on_theta else None
+        return model.reconstruction_error(x, theta).clamp(min=0).sqrt()
+
+    return _in_batches(model, x, theta, distance)
 
 
 def reconstruction_error(
@@ -83,20 +89,11 @@ def manifold_distance(simulator: Any, x: Tensor, per_event: bool = False) -> flo
 
 
 def negative_log_likelihood(model: ConditionalModel, x: Tensor, theta: Tensor) -> Tensor:
-    """-log p(x|θ) per event, in batches without gradients -> (n,): the model's exact density
-    where it has one, else (PAE) its latent density log p_h(g⁻¹(x)|θ). `theta` (p,), (1, p)
-    or (n, p)."""
-    check_matrix("x", x, model.data_dim)
-    if len(x) == 0:
-        raise ValueError("x holds no events")
-    x = x.to(_model_dtype(model))
-    theta = _broadcast_theta(theta, len(x), model.theta_dim).to(x.dtype)
-    with torch.no_grad():
-        log_p = torch.cat([
-            model.log_prob(x[i : i + BATCH_SIZE], theta[i : i + BATCH_SIZE], exact=model.has_exact_density)
-            for i in range(0, len(x), BATCH_SIZE)
-        ])
-    return -log_p
+    """-log p(x|θ) per event -> (n,): the model's exact density where it has one, else (PAE)
+    its latent density log p_h(g⁻¹(x)|θ). `theta` (p,), (1, p) or (n, p)."""
+    if theta is None:
+        raise ValueError("theta is required for the log-likelihood")
+    return _in_batches(model, x, theta, lambda x, theta: -model.log_prob(x, theta, exact=model.has_exact_density))
 
 
 def ood_auc(score_in: Tensor | np.ndarray, score_out: Tensor | np.ndarray) -> float:
@@ -120,7 +117,9 @@ def ood_aucs(model: ConditionalModel, x_in: Tensor, x_out: Tensor, theta: Tensor
     """OOD detection AUCs of the paper's two scores (Brehmer & Cranmer 2020, Table 2; there
     -log-likelihood for AF and PIE, reconstruction error for the manifold-learning models):
     in-distribution test events `x_in` (e.g. simulated at θ) against OOD events `x_out` (e.g.
-    `PolynomialSurface.simulate_ood`), the likelihood evaluated at `theta` (p,) or (1, p)."""
+    `PolynomialSurface.simulate_ood`), the likelihood evaluated at `theta` (p,) or (1, p).
+    A full-dimensional flow (AF) reconstructs every event exactly, so its reconstruction AUC
+    is 0.5 up to round-off."""
     return {
         "ood_auc_log_likelihood": ood_auc(negative_log_likelihood(model, x_in, theta), negative_log_likelihood(model, x_out, theta)),
         "ood_auc_reconstruction": ood_auc(reconstruction_distances(model, x_in, theta), reconstruction_distances(model, x_out, theta)),
