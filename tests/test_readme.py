@@ -21,6 +21,7 @@ def test_readme_examples_run(tmp_path, monkeypatch):
         assert original in code, f"the README no longer contains {original!r}; update this test"
         code = code.replace(original, smaller)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MFLOW_SBI_CACHE", str(tmp_path / "cache"))  # the LHC-like simulator's σ cache
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     assert (tmp_path / "posterior.nc").is_file()
