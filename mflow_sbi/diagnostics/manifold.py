@@ -40,7 +40,7 @@ def _in_batches(
     check_matrix("x", x, model.data_dim)
     if len(x) == 0:
         raise ValueError("x holds no events")
-    x = x.to(next(model.parameters()).dtype)
+    x = x.to(model.dtype)
     if theta is not None:
         theta = _broadcast_theta(theta, len(x), model.theta_dim).to(x.dtype)
     with torch.no_grad():

@@ -90,7 +90,7 @@ class ModelDensityEstimator(ConditionalDensityEstimator):
 
     def _as_model_dtype(self, tensor: Tensor) -> Tensor:
         """sbi hands over float32; a model kept in another precision gets its own dtype."""
-        return tensor.to(next(self.model.parameters()).dtype)
+        return tensor.to(self.model.dtype)
 
 
 def estimator_builder(
@@ -123,14 +123,14 @@ class FastLikelihoodPotential(BasePotential):
     def __init__(self, model: ConditionalModel, prior: torch.distributions.Distribution, x_o: Tensor | None = None) -> None:
         self.model = model
         self._likelihood: ObservedLikelihood | None = None
-        super().__init__(prior, x_o, device=str(next(model.parameters()).device))
+        super().__init__(prior, x_o, device=str(model.device))
 
     def set_x(self, x_o: Tensor | None, x_is_iid: bool | None = True) -> None:
         super().set_x(x_o, x_is_iid)
         if x_o is None:
             self._likelihood = None
             return
-        x_o = self.x_o.to(next(self.model.parameters()).dtype)
+        x_o = self.x_o.to(self.model.dtype)
         if self._likelihood is None or not torch.equal(self._likelihood.x_observed, x_o):  # encode once per x_o
             self._likelihood = ObservedLikelihood(self.model, x_o)
 

@@ -76,6 +76,15 @@ class ConditionalModel(nn.Module, ABC):
         """Constructor arguments (JSON-serializable) plus the model's registry name."""
         return {"model": self.name, **self._config}
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the model's parameters (inputs from float32 tools are cast to it)."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def encode(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """Manifold coordinates u of x -> (batch, latent_dim)."""
         return self._encode(self._check_x(x), self._check_theta(theta, x, self.encoder_depends_on_theta))
