@@ -37,7 +37,7 @@ def _in_batches(
 ) -> Tensor:
     """evaluate(x_batch, θ_batch) over batches of the validated events, in the model's dtype
     and without gradients -> (n,)."""
-    check_matrix("x", x, model.data_dim)
+    model.check_x(x)
     if len(x) == 0:
         raise ValueError("x holds no events")
     x = x.to(model.dtype)

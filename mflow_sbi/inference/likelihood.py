@@ -50,7 +50,7 @@ class ObservedLikelihood:
         prior: torch.distributions.Distribution | None = None,
         chunk_size: int = 65536,
     ) -> None:
-        check_matrix("x_observed", x_observed, model.data_dim)
+        model.check_x(x_observed, "x_observed")
         if len(x_observed) == 0:
             raise ValueError("x_observed holds no events")
         if exact and not model.has_exact_density:

@@ -87,7 +87,7 @@ class ConditionalModel(nn.Module, ABC):
 
     def encode(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """Manifold coordinates u of x -> (batch, latent_dim)."""
-        return self._encode(self._check_x(x), self._check_theta(theta, x, self.encoder_depends_on_theta))
+        return self._encode(self.check_x(x), self._check_theta(theta, x, self.encoder_depends_on_theta))
 
     def decode(self, u: Tensor, theta: Tensor | None = None) -> Tensor:
         """The point g(u) on the model manifold -> (batch, data_dim)."""
@@ -97,7 +97,7 @@ class ConditionalModel(nn.Module, ABC):
     def project(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """x projected onto the model manifold, g(encode(x))."""
         theta = self._check_theta(theta, x, self.encoder_depends_on_theta)
-        return self._decode(self._encode(self._check_x(x), theta), theta)
+        return self._decode(self._encode(self.check_x(x), theta), theta)
 
     def reconstruction_error(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """Squared distance ‖x - g(encode(x))‖² to the projection -> (batch,)."""
@@ -112,7 +112,7 @@ class ConditionalModel(nn.Module, ABC):
         """log p(x|θ), rows of x and θ paired -> (batch,). `exact=False`: the fast θ-dependent
         part (see the class docstring)."""
         theta = self._check_theta(theta, x, required=True)
-        return self._log_prob(self._check_x(x), theta, exact)
+        return self._log_prob(self.check_x(x), theta, exact)
 
     def sample(self, theta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One x per row of θ: ũ ~ N(0, I), u = h(ũ|θ), x = g(u) -> (batch, data_dim)."""
@@ -130,8 +130,9 @@ class ConditionalModel(nn.Module, ABC):
         return (p for name, p in self.named_parameters() if not name.startswith("inner."))
 
     # ---- validation -----------------------------------------------------------------------------
-    def _check_x(self, x: Tensor) -> Tensor:
-        return check_matrix("x", x, self.data_dim)
+    def check_x(self, x: Tensor, name: str = "x") -> Tensor:
+        """x validated as this model's input, (batch, data_dim); image models override it."""
+        return check_matrix(name, x, self.data_dim)
 
     def _check_theta(self, theta: Tensor | None, batch: Tensor | None, required: bool) -> Tensor | None:
         if theta is None:

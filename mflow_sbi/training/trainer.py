@@ -66,7 +66,7 @@ def train(
     `checkpoint`, the model is saved after every epoch (atomic write), so a crash loses at
     most one epoch.
     """
-    check_matrix("x", x, model.data_dim)
+    model.check_x(x)
     check_matrix("theta", theta, model.theta_dim)
     check_same_batch(x=x, theta=theta)
     schedule_name = schedule_name or model.schedules[0]
