@@ -26,11 +26,12 @@ def check_matrix(name: str, value: Tensor, columns: int | None = None) -> Tensor
     return value
 
 
-def check_same_batch(**tensors: Tensor) -> None:
-    """Raise unless every tensor has the same leading (batch) size."""
+def check_same_batch(**tensors: Tensor) -> int:
+    """The common leading (batch) size of the tensors; raises unless they all share it."""
     sizes = {name: t.shape[0] for name, t in tensors.items()}
-    if len(set(sizes.values())) > 1:
+    if len(set(sizes.values())) != 1:
         raise ValueError(f"batch sizes differ: {sizes}")
+    return next(iter(sizes.values()))
 
 
 def in_support(value: Tensor, distribution: torch.distributions.Distribution) -> Tensor:

@@ -9,17 +9,16 @@ pass of the inner flow. Hence the exact ratio
     log r(x|θ0, θ1) = log p_h(u|θ0) - log p_h(u|θ1).
 
 Models whose encoder needs θ (PIE with conditional manifold) use their full density through
-the same API.
+the same API. Ratio estimators (ALICES) fit the same scheme: log p(x|θ) = log r̂(x|θ, θ_ref) +
+log p(x|θ_ref), so log r̂ plays the role of log p_h(u|θ) with c(x) = log p(x|θ_ref) unknown.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
-
-from mflow_sbi.models import ConditionalModel
 from mflow_sbi.validation import check_in_support, check_matrix, check_same_batch
 
 
@@ -28,6 +27,24 @@ class LogRatio(NamedTuple):
 
     per_event: Tensor
     total: Tensor
+
+
+class LikelihoodEstimator(Protocol):
+    """What the inference APIs need from a trained estimator: `ConditionalModel` (every flow)
+    and `mflow_sbi.baselines.RatioEstimator` provide it."""
+
+    name: str
+    theta_dim: int
+    has_exact_density: bool
+    encoder_depends_on_theta: bool
+    dtype: torch.dtype
+    device: torch.device
+
+    def check_x(self, x: Tensor, name: str = "x") -> Tensor: ...
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def log_prob_latent(self, u: Tensor, theta: Tensor) -> Tensor: ...
 
 
 class ObservedLikelihood:
@@ -44,7 +61,7 @@ class ObservedLikelihood:
 
     def __init__(
         self,
-        model: ConditionalModel,
+        model: LikelihoodEstimator,
         x_observed: Tensor,
         exact: bool = False,
         prior: torch.distributions.Distribution | None = None,

@@ -26,7 +26,8 @@ from sbi.neural_nets.estimators import ConditionalDensityEstimator
 from sbi.utils import mcmc_transform
 from torch import Tensor
 
-from mflow_sbi.inference.likelihood import ObservedLikelihood
+from mflow_sbi.baselines import RatioEstimator
+from mflow_sbi.inference.likelihood import LikelihoodEstimator, ObservedLikelihood
 from mflow_sbi.inference.posterior import prior_log_prob
 from mflow_sbi.models import ConditionalModel, build_model
 from mflow_sbi.training.losses import schedule
@@ -116,11 +117,14 @@ class FastLikelihoodPotential(BasePotential):
     pass per (θ, event) pair. The dropped per-event Jacobian term does not depend on θ, so
     MCMC, ratios and posteriors are exact. Outside the prior support the potential is -inf.
 
+    With a ratio estimator (ALICES) it is the ratio-based potential Σ_j log r̂(x_j|θ, θ_ref) +
+    log p(θ), which differs from the likelihood-based one by a θ-independent constant.
+
     iid x_o (sbi's `sample`): Σ_j log p(x_j|θ_i) for every θ_i. Non-iid x_o (sbi's
     `sample_batched`, used by SBC): log p(x_i|θ_i), one observation per θ row.
     """
 
-    def __init__(self, model: ConditionalModel, prior: torch.distributions.Distribution, x_o: Tensor | None = None) -> None:
+    def __init__(self, model: LikelihoodEstimator, prior: torch.distributions.Distribution, x_o: Tensor | None = None) -> None:
         self.model = model
         self._likelihood: ObservedLikelihood | None = None
         super().__init__(prior, x_o, device=str(model.device))
@@ -145,16 +149,18 @@ class FastLikelihoodPotential(BasePotential):
             return torch.where(torch.isfinite(log_prior), log_likelihood.to(theta.dtype) + log_prior, log_prior)
 
 
-def _as_model(model_or_estimator: ConditionalModel | ModelDensityEstimator) -> ConditionalModel:
+def _as_model(model_or_estimator: ConditionalModel | RatioEstimator | ModelDensityEstimator) -> LikelihoodEstimator:
     if isinstance(model_or_estimator, ModelDensityEstimator):
         return model_or_estimator.model
-    if isinstance(model_or_estimator, ConditionalModel):
+    if isinstance(model_or_estimator, (ConditionalModel, RatioEstimator)):
         return model_or_estimator
-    raise ValueError(f"expected one of our models or a ModelDensityEstimator, got {type(model_or_estimator).__name__}")
+    raise ValueError(
+        f"expected one of our models, a RatioEstimator or a ModelDensityEstimator, got {type(model_or_estimator).__name__}"
+    )
 
 
 def mcmc_posterior_for_sbi(
-    model_or_estimator: ConditionalModel | ModelDensityEstimator,
+    model_or_estimator: ConditionalModel | RatioEstimator | ModelDensityEstimator,
     prior: torch.distributions.Distribution,
     x_o: Tensor | None = None,
     **mcmc_parameters: Any,

@@ -11,12 +11,21 @@ from typing import Any
 
 import torch
 
-from mflow_sbi.models import ConditionalModel, build_model
+from mflow_sbi.models import build_model
 
 FORMAT_VERSION = 1
 
 
-def save_model(path: str | Path, model: ConditionalModel, metadata: dict[str, Any] | None = None) -> Path:
+def _build(config: dict[str, Any]) -> torch.nn.Module:
+    """A flow model (`build_model`) or a ratio estimator from its saved config."""
+    from mflow_sbi.baselines import RatioEstimator  # here: the baselines import the trainer
+
+    if config.get("model") == RatioEstimator.name:
+        return RatioEstimator(**{k: v for k, v in config.items() if k != "model"})
+    return build_model(config)
+
+
+def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any] | None = None) -> Path:
     """Write {format_version, config (JSON), metadata (JSON), state_dict} to `path` atomically:
     a crash mid-write leaves the previous file intact."""
     path = Path(path)
@@ -38,8 +47,8 @@ def save_model(path: str | Path, model: ConditionalModel, metadata: dict[str, An
     return path
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ConditionalModel, dict[str, Any]]:
-    """The model saved at `path` and its metadata."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model (a `ConditionalModel` or a `RatioEstimator`) saved at `path` and its metadata."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -50,7 +59,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise ValueError(
             f"{path} has checkpoint format {payload['format_version']}; this version reads format {FORMAT_VERSION}"
         )
-    model = build_model(json.loads(payload["config"]))
+    model = _build(json.loads(payload["config"]))
     dtypes = {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()}
     if len(dtypes) == 1:  # keep the precision the model was saved in
         model.to(dtypes.pop())

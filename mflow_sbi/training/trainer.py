@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
@@ -17,6 +17,11 @@ from mflow_sbi.models import ConditionalModel
 from mflow_sbi.training.checkpoints import save_model
 from mflow_sbi.training.losses import Phase, schedule
 from mflow_sbi.validation import check_matrix, check_same_batch
+
+
+def phase_loss(phase: Phase, model: nn.Module, data: dict[str, Tensor]) -> Tensor:
+    """The per-sample loss of `phase` on the fields of `data` it reads."""
+    return phase.loss(model, *(data[field] for field in phase.fields))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,6 +41,7 @@ class TrainingConfig:
     validation_fraction: float = 0.1
     patience: int | None = 10  # epochs without validation improvement; None disables
     reconstruction_weight: float = 1000.0
+    score_weight: float | None = None  # α of the score term (SCANDAL, ALICES); None: no term
     seed: int = 0
     progress: bool = True
 
@@ -46,6 +52,8 @@ class TrainingConfig:
             raise ValueError("learning_rate and clip_norm must be positive, weight_decay non-negative")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction}")
+        if self.score_weight is not None and not self.score_weight > 0:
+            raise ValueError(f"score_weight must be positive or None, got {self.score_weight}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be ≥ 1 or None, got {self.patience}")
 
@@ -58,9 +66,14 @@ def train(
     config: TrainingConfig = TrainingConfig(),
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
+    score: Tensor | None = None,
 ) -> pd.DataFrame:
     """Train `model` on pairs (x_i, θ_i) with a schedule of `model.schedules` (default: the
     first) and return the history, one row per epoch.
+
+    With `config.score_weight = α` and the simulator's joint score t(x_i, z_i|θ_i) as `score`
+    (batch, p), the likelihood and density phases train with SCANDAL's loss
+    NLL + α · ‖∇_θ log p̂(x|θ) - t‖².
 
     Each stage ends with the parameters of its best validation epoch restored. With
     `checkpoint`, the model is saved after every epoch (atomic write), so a crash loses at
@@ -72,31 +85,54 @@ def train(
     schedule_name = schedule_name or model.schedules[0]
     if schedule_name not in model.schedules:
         raise ValueError(f"{model.name} trains with {model.schedules}, not {schedule_name!r}")
+    data = {"x": x, "theta": theta}
+    if (score is None) != (config.score_weight is None):
+        raise ValueError("SCANDAL needs both the joint score (`score`) and its weight (`config.score_weight`)")
+    if score is not None:
+        check_matrix("score", score, model.theta_dim)
+        check_same_batch(x=x, score=score)
+        data["score"] = score
+    stages = schedule(schedule_name, config.reconstruction_weight, config.score_weight)
+    return fit(model, data, stages, config, device, checkpoint)
 
+
+def fit(
+    model: nn.Module,
+    data: dict[str, Tensor],
+    stages: list[tuple[Phase, ...]],
+    config: TrainingConfig,
+    device: str | torch.device = "cpu",
+    checkpoint: str | Path | None = None,
+) -> pd.DataFrame:
+    """Mini-batch optimization of `stages` (see `schedule`) on the named tensors in `data`
+    (rows paired), with a validation split, early stopping and per-epoch checkpoints; the
+    engine under `train` and the ratio estimators' trainers."""
+    n = check_same_batch(**data)
     generator = torch.Generator().manual_seed(config.seed)
-    order = torch.randperm(len(x), generator=generator)
-    n_validation = max(1, int(round(config.validation_fraction * len(x))))
+    order = torch.randperm(n, generator=generator)
+    n_validation = max(1, int(round(config.validation_fraction * n)))
     validation, training = order[:n_validation], order[n_validation:]
     if len(training) == 0:
         raise ValueError("not enough samples to split off a validation set")
+    names = list(data)
     loader = DataLoader(
-        TensorDataset(x[training], theta[training]), batch_size=config.batch_size, shuffle=True, generator=generator
+        TensorDataset(*(data[k][training] for k in names)), batch_size=config.batch_size, shuffle=True, generator=generator
     )
-    x_val, theta_val = x[validation].to(device), theta[validation].to(device)
+    validation_data = {k: data[k][validation].to(device) for k in names}
     model.to(device)
 
     rows: list[dict] = []
-    for stage_index, phases in enumerate(schedule(schedule_name, config.reconstruction_weight)):
-        rows += _train_stage(model, phases, loader, x_val, theta_val, config, device, stage_index, checkpoint)
+    for stage_index, phases in enumerate(stages):
+        rows += _train_stage(model, phases, names, loader, validation_data, config, device, stage_index, checkpoint)
     return pd.DataFrame(rows)
 
 
 def _train_stage(
-    model: ConditionalModel,
+    model: nn.Module,
     phases: tuple[Phase, ...],
+    names: list[str],
     loader: DataLoader,
-    x_val: Tensor,
-    theta_val: Tensor,
+    validation_data: dict[str, Tensor],
     config: TrainingConfig,
     device: str | torch.device,
     stage_index: int,
@@ -115,11 +151,11 @@ def _train_stage(
     for epoch in bar:
         model.train()
         sums = dict.fromkeys((p.name for p in phases), 0.0)
-        for batch, (xb, tb) in enumerate(loader):
-            xb, tb = xb.to(device), tb.to(device)
+        for batch, tensors in enumerate(loader):
+            batch_data = {k: t.to(device) for k, t in zip(names, tensors)}
             for phase, optimizer, scheduler in zip(phases, optimizers, schedulers):
                 model.zero_grad(set_to_none=True)
-                loss = phase.weight * phase.loss(model, xb, tb).mean()
+                loss = phase.weight * phase_loss(phase, model, batch_data).mean()
                 if not torch.isfinite(loss):
                     model.load_state_dict(best_state)
                     raise NonFiniteLossError(
@@ -139,7 +175,7 @@ def _train_stage(
                 sums[phase.name] += loss.item()
         model.eval()
         with torch.no_grad():
-            val = {p.name: p.weight * p.loss(model, x_val, theta_val).mean().item() for p in phases}
+            val = {p.name: p.weight * phase_loss(p, model, validation_data).mean().item() for p in phases}
         val_loss = sum(val.values())
         if not math.isfinite(val_loss):
             raise NonFiniteLossError(f"validation loss is {val_loss} at stage {stage_index}, epoch {epoch}")

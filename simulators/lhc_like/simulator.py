@@ -18,7 +18,6 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch import Tensor
 
 from mflow_sbi.inference.grid import GridPosterior
 from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior
+from mflow_sbi.training.standardization import Standardization
 from mflow_sbi.validation import check_matrix
 from simulators.base import Simulator, as_generator
 from simulators.lhc_like import amplitudes, chart, kinematics, normalization, phase_space
@@ -40,26 +40,6 @@ from simulators.lhc_like.phase_space import Cuts, Proposal
 Tier = Literal["parton", "hadron", "detector"]
 TIERS = ("parton", "hadron", "detector")
 PROPOSAL_CHUNK = 1 << 17
-
-
-@dataclass
-class Standardization:
-    """Affine standardization x' = (x - μ_x)/s_x, θ' = (θ - μ_θ)/s_θ for training; the joint
-    score transforms as t' = ∇_θ' log p = t · s_θ."""
-
-    x_mean: Tensor
-    x_std: Tensor
-    theta_mean: Tensor
-    theta_std: Tensor
-
-    def x(self, x: Tensor) -> Tensor:
-        return (x - self.x_mean.to(x)) / self.x_std.to(x)
-
-    def theta(self, theta: Tensor) -> Tensor:
-        return (theta - self.theta_mean.to(theta)) / self.theta_std.to(theta)
-
-    def score(self, score: Tensor) -> Tensor:
-        return score * self.theta_std.to(score)
 
 
 @contextmanager
