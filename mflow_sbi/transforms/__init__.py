@@ -6,3 +6,13 @@ from mflow_sbi.transforms.flows import FlowConfig, build_flow
 from mflow_sbi.transforms.linear import lu_linear, permutation
 
 __all__ = ["FlowConfig", "RQSCoupling", "RQSElementwise", "build_flow", "log_det_metric", "lu_linear", "pad", "permutation", "project"]
+
+from mflow_sbi.transforms.image import (  # noqa: E402
+    ImageFlow,
+    ImageFlowConfig,
+    check_images,
+    dequantize,
+    quantize,
+)
+
+__all__ += ["ImageFlow", "ImageFlowConfig", "check_images", "dequantize", "quantize"]
