@@ -443,6 +443,11 @@ class ImageFlow(LazyTransform):
         multiscale = MultiScaleTransform([level(c) for level in self.levels], self.shapes)
         return ComposedTransform(multiscale, HeadLinearTransform(LULinearTransform(self.head), self.head_features))
 
+    @property
+    def initialized(self) -> bool:
+        """Whether every actnorm has had its data-dependent initialization."""
+        return all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm))
+
     def initialize(self, x: Tensor, c: Tensor | None = None) -> None:
         """Data-dependent initialization of every actnorm from images x (one forward pass)."""
         training = self.training
