@@ -4,13 +4,12 @@ from typing import Any
 
 from mflow_sbi.models.ambient import AmbientFlow
 from mflow_sbi.models.base import ConditionalModel
-from mflow_sbi.models.image import IMAGE_MODELS, ImageAF, ImageMeFlow, ImageMFlow, ImageModel, ImagePIE
+from mflow_sbi.models.image import IMAGE_MODELS, ImageAF, ImageMeFlow, ImageMFlow, ImageModel, ImagePIE, build_image_model
 from mflow_sbi.models.mflow import MeFlow, MFlow
 from mflow_sbi.models.pae import PAE
 from mflow_sbi.models.pie import PIE
 
 MODELS: dict[str, type[ConditionalModel]] = {cls.name: cls for cls in (AmbientFlow, PIE, MFlow, MeFlow, PAE)}
-MODELS.update({cls.name: cls for cls in IMAGE_MODELS})
 
 
 def build_model(config: dict[str, Any]) -> ConditionalModel:
@@ -26,4 +25,4 @@ def build_model(config: dict[str, Any]) -> ConditionalModel:
 
 
 __all__ = ["MODELS", "AmbientFlow", "ConditionalModel", "MFlow", "MeFlow", "PAE", "PIE", "build_model"]
-__all__ += ["ImageAF", "ImageMFlow", "ImageMeFlow", "ImageModel", "ImagePIE"]
+__all__ += ["IMAGE_MODELS", "ImageAF", "ImageMFlow", "ImageMeFlow", "ImageModel", "ImagePIE", "build_image_model"]
