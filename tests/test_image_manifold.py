@@ -2,7 +2,6 @@
 truth (latents, exact posterior, manifold density, projection, injectivity) at 16×16."""
 
 import argparse
-import time
 
 import pytest
 import torch

@@ -10,13 +10,14 @@ manifold coordinates. Inputs x have shape (batch, C, H, W), scaled to [-0.5, 0.5
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mflow_sbi.models.base import ConditionalModel, as_flow_config, standard_normal_log_prob
+from mflow_sbi.models.base import ConditionalModel, standard_normal_log_prob
 from mflow_sbi.transforms import FlowConfig, log_det_metric, pad
 from mflow_sbi.transforms.image import ImageFlow, ImageFlowConfig, check_images
 
@@ -222,7 +223,8 @@ class ImageAF(ImageModel):
         noise = torch.randn(theta.shape[0], self.data_dim, generator=generator, dtype=theta.dtype)
         return self.outer(theta).inv(noise.to(theta.device))
 
-    def density_parameters(self):
+    def density_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter: an AF has no manifold to learn apart from its density."""
         return self.outer.parameters()
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 from zuko.lazy import LazyComposedTransform, LazyTransform
