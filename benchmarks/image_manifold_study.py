@@ -10,9 +10,14 @@ cost of encoding, exact density and sampling. Results go to a JSON-lines file af
 (model, seed), so an interrupted run resumes; the table and PNG grids of generated images and of
 test images with their projections and residuals go to docs/.
 
-    python benchmarks/image_manifold_study.py --profile smoke   # ≈ 2 min: plumbing only
-    python benchmarks/image_manifold_study.py --profile quick   # 16×16, CPU-sized (see PROFILES)
-    python benchmarks/image_manifold_study.py --profile full    # 64×64, the paper's data budget
+    python benchmarks/image_manifold_study.py --profile smoke --threads 1  # < 1 min: plumbing only
+    python benchmarks/image_manifold_study.py --profile quick --threads 1  # 16×16, ≈ 30-40 min on one CPU thread
+    python benchmarks/image_manifold_study.py --profile full               # 64×64, the paper's data budget: GPU
+
+At 64×64 (full profile's flow, 7.2 M parameters) one manifold-phase step on 16 images takes ≈ 4 s
+on one CPU thread and the exact M-flow density ≈ 9 s per image (64 forward-mode passes), with a
+peak of ≈ 6 GB: it fits a 24 GiB CPU machine, but the full profile's training wants a GPU
+(`--device cuda`, the default when one is present).
 """
 
 from __future__ import annotations
@@ -79,10 +84,13 @@ class Settings:
     bounds: tuple[float, float] = (-3.0, 3.0)
 
 
-def per_image_seconds(function, n: int) -> float:
+def per_image_seconds(function, n: int, device: torch.device = torch.device("cpu")) -> float:
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize()
     start = time.perf_counter()
     with torch.no_grad():
         function()
+    synchronize()
     return (time.perf_counter() - start) / n
 
 
@@ -95,14 +103,14 @@ def image_grid(path: Path, rows: dict[str, torch.Tensor]) -> None:
             axis = axes[r, c]
             axis.axis("off")
             if c < len(images):
-                axis.imshow((images[c].detach().float() + 0.5).clamp(0, 1).permute(1, 2, 0).numpy())
+                axis.imshow((images[c].detach().float().cpu() + 0.5).clamp(0, 1).permute(1, 2, 0).numpy())
         axes[r, 0].set_title(label, fontsize=7, loc="left")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageManifold, output: Path, name: str) -> dict:
+def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageManifold, output: Path, name: str, device: torch.device) -> dict:
     model_name, schedule = ROWS[label]
     shape = list(simulator.image_shape)
     config = {"model": model_name, "image_shape": shape, "theta_dim": 1, "outer": {**settings.outer}}
@@ -113,18 +121,20 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
     model: ConditionalModel = build_image_model(config)
     start = time.perf_counter()
     training = TrainingConfig(epochs=settings.epochs, batch_size=settings.batch_size, patience=5, seed=seed, progress=False)
-    train(model, x, theta, schedule, training)
+    train(model, x, theta, schedule, training, device=device)  # the model stays on `device`
     model.eval()
     row: dict = {"model": label, "seed": seed, "training_s": time.perf_counter() - start}
 
     # inference: 50 observed images at the true θ, model and exact posteriors on one grid
     true_theta = torch.full((settings.observed_images, 1), settings.true_theta)
     observed, gold = simulator.simulate(true_theta, seed=40_000 + seed, return_gold=True)
+    observed, true_theta = observed.to(device), true_theta.to(device)
     exact = simulator.exact_posterior(latents=gold.latent, resolution=settings.grid, bounds=settings.bounds)
     start = time.perf_counter()
     likelihood = ObservedLikelihood(model, observed, chunk_size=512 if model_name == "image_af" else 65536)
     lower, upper = [settings.bounds[0]], [settings.bounds[1]]
-    posterior = grid_posterior(likelihood, simulator.prior, resolution=settings.grid, bounds=(lower, upper))
+    on_device = lambda grid: likelihood(grid.to(device)).cpu()  # noqa: E731 (the grid is built on the CPU)
+    posterior = grid_posterior(on_device, simulator.prior, resolution=settings.grid, bounds=(lower, upper))
     row["inference_s"] = time.perf_counter() - start
     row["log_posterior_true_theta"] = log_posterior_at_true_theta(posterior, torch.tensor([settings.true_theta]))
     row["exact_log_posterior_true_theta"] = log_posterior_at_true_theta(exact, torch.tensor([settings.true_theta]))
@@ -133,9 +143,9 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
     row["posterior_mean"], row["posterior_std"] = float(posterior.mean()), float(posterior.std())
 
     # the manifold: generated images against the true manifold, test images against the model's
-    conditions = torch.full((settings.generated, 1), settings.true_theta)
+    conditions = torch.full((settings.generated, 1), settings.true_theta, device=device)
     with torch.no_grad():
-        generated = model.sample(conditions, torch.Generator().manual_seed(seed))
+        generated = model.sample(conditions, torch.Generator().manual_seed(seed)).cpu()
     distance = simulator.distance_to_manifold(generated.clamp(-0.5, 0.5), steps=settings.projection_steps, seed=seed)
     row["manifold_distance"] = float(distance.mean())
     test = observed[: settings.test_images]
@@ -145,11 +155,11 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
 
     # per-image cost
     with torch.no_grad():
-        row["encode_s_per_image"] = per_image_seconds(lambda: model.encode(observed), len(observed))
-        row["sample_s_per_image"] = per_image_seconds(lambda: model.sample(true_theta), len(true_theta))
+        row["encode_s_per_image"] = per_image_seconds(lambda: model.encode(observed), len(observed), device)
+        row["sample_s_per_image"] = per_image_seconds(lambda: model.sample(true_theta), len(true_theta), device)
     few = observed[:4]
-    row["exact_density_s_per_image"] = per_image_seconds(lambda: model.log_prob(few, true_theta[:4], exact=True), len(few))
-    row["fast_density_s_per_image"] = per_image_seconds(lambda: model.log_prob(few, true_theta[:4], exact=False), len(few))
+    row["exact_density_s_per_image"] = per_image_seconds(lambda: model.log_prob(few, true_theta[:4], exact=True), len(few), device)
+    row["fast_density_s_per_image"] = per_image_seconds(lambda: model.log_prob(few, true_theta[:4], exact=False), len(few), device)
 
     if seed == 0:
         image_grid(output / f"{name}_{model_name}.png", {
@@ -231,7 +241,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="MODEL")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=Path("docs"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="for the models (default: a GPU when present)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     profile = dict(PROFILES[args.profile])
     if args.seeds:
         profile["seeds"] = args.seeds
@@ -255,14 +267,14 @@ def main() -> None:
         for label in args.models:
             if (label, seed) in done:
                 continue
-            row = evaluate_row(label, settings, seed, simulator, args.output, name)
+            row = evaluate_row(label, settings, seed, simulator, args.output, name, device)
             done[(label, seed)] = row
             with results.open("a") as handle:  # one line per finished row: nothing lost on a crash
                 handle.write(json.dumps({"settings": key, "row": row}) + "\n")
             print(json.dumps(row), flush=True)
     table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in args.models if (label, seed) in done)
     command = f"python benchmarks/image_manifold_study.py --profile {settings.profile} --threads {args.threads}"
-    machine = f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+    machine = f"{platform.machine()}, {args.threads} threads, device {device}, torch {torch.__version__}"
     (args.output / f"{name}.md").write_text(markdown(table, settings, truth, command, machine, name))
     (args.output / f"{name}_truth.json").write_text(json.dumps(truth, indent=1))
     print((args.output / f"{name}.md").read_text())

@@ -87,6 +87,14 @@ def test_exact_posterior_matches_a_brute_force_grid(sim8):
     assert abs(float(posterior.mean()) - 0.7) < 3 * float(posterior.std())
 
 
+def test_exact_posterior_from_images_recovers_it_from_latents(sim2):
+    x, gold = sim2.simulate(torch.full((3, 1), -0.5), seed=6, return_gold=True)
+    from_images = sim2.exact_posterior(x, resolution=201, starts=3, steps=150, learning_rate=0.1)
+    from_latents = sim2.exact_posterior(latents=gold.latent, resolution=201)
+    assert abs(float(from_images.mean() - from_latents.mean())) < 0.01 * float(from_latents.std())
+    assert float(from_images.std()) == pytest.approx(float(from_latents.std()), rel=0.01)
+
+
 def test_manifold_density_and_injectivity(sim2):
     u = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for ui, value in zip(u, sim2.log_det_metric(u)):
