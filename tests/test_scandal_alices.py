@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mflow_sbi.baselines import RatioEstimator, RatioTrainingData, train_ratio_estimator
-from mflow_sbi.inference import FastLikelihoodPotential, ObservedLikelihood, grid_posterior
+from mflow_sbi.inference import FastLikelihoodPotential, ObservedLikelihood, grid_posterior, mcmc_posterior_for_sbi
 from mflow_sbi.models import AmbientFlow, MFlow
 from mflow_sbi.training import (
     Standardization,
@@ -181,6 +181,17 @@ def test_alices_posterior_contains_the_truth_through_every_api(alices, observed)
         torch.testing.assert_close(likelihood(theta), direct)
         potential = FastLikelihoodPotential(estimator, PRIOR, x_observed)
         torch.testing.assert_close(potential(theta), direct + PRIOR.log_prob(theta).sum(-1))
+
+
+def test_alices_through_sbi_mcmc_posterior(alices, observed):
+    estimator, _ = alices
+    x_observed, _ = observed
+    exact = exact_posterior(x_observed)
+    posterior = mcmc_posterior_for_sbi(estimator, PRIOR, x_observed, num_chains=10, warmup_steps=30)
+    torch.manual_seed(0)
+    samples = posterior.sample((1000,), show_progress_bars=False)
+    assert samples.shape == (1000, 1)
+    assert abs(float(samples.mean() - exact.mean())) < 0.5 * float(exact.std())
 
 
 def test_alice_and_carl_variants_train(training_set):

@@ -57,6 +57,7 @@ class ObservedLikelihood:
     graph is built only when θ requires grad (for gradient-based samplers). With a `prior`,
     θ outside its support raises a `ValueError` instead of extrapolating the model. The
     encodings are cached at construction: build a new object after training the model further.
+    Observed events and θ are cast to the model's precision.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class ObservedLikelihood:
         prior: torch.distributions.Distribution | None = None,
         chunk_size: int = 65536,
     ) -> None:
-        model.check_x(x_observed, "x_observed")
+        x_observed = model.check_x(x_observed, "x_observed").to(model.dtype)
         if len(x_observed) == 0:
             raise ValueError("x_observed holds no events")
         if exact and not model.has_exact_density:
@@ -103,6 +104,7 @@ class ObservedLikelihood:
         return self.encoded if self.cached else self.x_observed
 
     def _paired(self, theta: Tensor, inputs: Tensor) -> Tensor:
+        theta = theta.to(inputs.dtype)  # θ from float64 samplers meets a float32 model
         with torch.set_grad_enabled(torch.is_grad_enabled() and theta.requires_grad):
             if self.cached:
                 return self.model.log_prob_latent(inputs, theta)

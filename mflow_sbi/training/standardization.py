@@ -45,6 +45,10 @@ class Standardization:
     def x(self, x: Tensor) -> Tensor:
         return (x - self.x_mean.to(x)) / self.x_std.to(x)
 
+    def x_inverse(self, x: Tensor) -> Tensor:
+        """x = μ_x + s_x x' (generated samples back to the simulator's units)."""
+        return self.x_mean.to(x) + self.x_std.to(x) * x
+
     def theta(self, theta: Tensor) -> Tensor:
         return (theta - self.theta_mean.to(theta)) / self.theta_std.to(theta)
 
