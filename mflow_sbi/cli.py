@@ -1,4 +1,4 @@
-"""The `mflow-sbi` command line."""
+"""The `mflow-sbi` command line: one module per subcommand under `mflow_sbi.cli_commands`."""
 
 from __future__ import annotations
 
@@ -6,37 +6,42 @@ import argparse
 import sys
 from pathlib import Path
 
+from mflow_sbi.cli_commands import benchmark, demo, evaluate, infer, simulate, train
+from mflow_sbi.training import NonFiniteLossError
+
+COMMANDS = (simulate, train, infer, evaluate, benchmark, demo)
+EPILOG = """A typical run:
+  mflow-sbi simulate polynomial_surface --n 10000 --output run/data
+  mflow-sbi simulate polynomial_surface --n 20 --theta 0.3 --seed 1 --name observed --output run/data
+  mflow-sbi train --config examples/configs/mflow_polynomial.yaml --data run/data/data.npz --output run/train
+  mflow-sbi infer --checkpoint run/train/model.pt --observed run/data/observed.npz --output run/infer
+  mflow-sbi evaluate --samples run/infer/posterior.nc --output run/evaluate
+`mflow-sbi COMMAND --help` describes each command; docs/cli.md has the config file reference."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mflow-sbi", description="Simulation-based inference with manifold-learning flows.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(commands)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mflow-sbi", description="Simulation-based inference with manifold-learning flows.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train an M-flow on the polynomial surface and infer θ")
-    demo.add_argument("--simulations", type=int, default=10_000, help="training simulations (default 10000)")
-    demo.add_argument("--epochs", type=int, default=20, help="epochs per training stage (default 20)")
-    demo.add_argument("--schedule", choices=("sequential", "alternating"), default="sequential")
-    demo.add_argument("--true-theta", type=float, default=0.0, help="θ of the 20 observed events, in [-1, 1]")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--output", type=Path, default=Path("mflow-sbi-demo"), help="folder for plot, results, checkpoint")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-
-    from mflow_sbi.demo import DemoSettings, run_demo
-
+    """Run a subcommand; user mistakes print one line `mflow-sbi: error: ...` and return 2."""
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            if not -1 <= args.true_theta <= 1:
-                raise ValueError(f"--true-theta must lie in the prior support [-1, 1], got {args.true_theta}")
-            if args.simulations < 100 or args.epochs < 1:
-                raise ValueError("--simulations must be ≥ 100 and --epochs ≥ 1")
-            run_demo(
-                DemoSettings(
-                    simulations=args.simulations, epochs=args.epochs, schedule=args.schedule,
-                    true_theta=args.true_theta, seed=args.seed, output=args.output, progress=not args.quiet,
-                )
-            )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"mflow-sbi: error: {error}", file=sys.stderr)
+        result = args.run(args)
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
+        print(f"mflow-sbi: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    if isinstance(result, int):  # a benchmark script's exit code
+        return result
+    for path in result:
+        print(f"wrote {path}")
     return 0
 
 
