@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from mflow_sbi.diagnostics import diagnostics_table, log_posterior_at_true_theta, mmd_squared, summarize_table  # noqa: E402
 from mflow_sbi.inference import ObservedLikelihood, grid_posterior  # noqa: E402
-from mflow_sbi.models import ConditionalModel, build_image_model  # noqa: E402
+from mflow_sbi.models import ConditionalModel, build_model  # noqa: E402
 from mflow_sbi.training import TrainingConfig, train  # noqa: E402
 from simulators import ImageManifold  # noqa: E402
 
@@ -118,7 +118,7 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
         config |= {"latent_dim": settings.manifold_dim, "inner": settings.inner}
     theta, x = simulator.simulate_joint(settings.simulations, seed=seed)
     torch.manual_seed(seed)
-    model: ConditionalModel = build_image_model(config)
+    model: ConditionalModel = build_model(config)
     start = time.perf_counter()
     training = TrainingConfig(epochs=settings.epochs, batch_size=settings.batch_size, patience=5, seed=seed, progress=False)
     train(model, x, theta, schedule, training, device=device)  # the model stays on `device`

@@ -7,8 +7,8 @@ import torch
 
 from conftest import perturb
 from mflow_sbi.inference import ObservedLikelihood, grid_posterior
-from mflow_sbi.models import IMAGE_MODELS, build_image_model
-from mflow_sbi.training import TrainingConfig, train
+from mflow_sbi.models import MODELS, build_model
+from mflow_sbi.training import TrainingConfig, load_model, save_model, train
 
 SHAPE = (3, 8, 8)
 OUTER = {"levels": 2, "steps": 1, "hidden": 8, "bins": 4, "head_features": 16}
@@ -22,7 +22,7 @@ CONFIGS = {
 
 
 def make(name: str, shape=SHAPE, **overrides):
-    return build_image_model({"model": name, "image_shape": list(shape), "theta_dim": 1, **CONFIGS[name], **overrides})
+    return build_model({"model": name, "image_shape": list(shape), "theta_dim": 1, **CONFIGS[name], **overrides})
 
 
 @pytest.fixture(params=sorted(CONFIGS))
@@ -42,10 +42,18 @@ def test_interface_shapes_and_config_round_trip(model):
     assert model.reconstruction_error(x).shape == (5,)
     log_p = model.log_prob(x, theta)
     assert log_p.shape == (5,) and torch.isfinite(log_p).all()
-    clone = build_image_model(model.config).double()
+    clone = build_model(model.config).double()
     clone.load_state_dict(model.state_dict())
     torch.testing.assert_close(clone.eval().log_prob(x, theta), log_p)
-    assert IMAGE_MODELS[model.name] is type(model)
+    assert MODELS[model.name] is type(model)
+
+
+def test_checkpoint_round_trip(model, tmp_path):
+    x, theta = images(3), torch.randn(3, 1, dtype=torch.float64)
+    save_model(tmp_path / "image.pt", model)
+    loaded, _ = load_model(tmp_path / "image.pt")
+    assert type(loaded) is type(model)
+    torch.testing.assert_close(loaded.eval().log_prob(x, theta), model.log_prob(x, theta))
 
 
 def test_fast_density_differs_from_exact_by_a_theta_independent_term(model):
@@ -108,7 +116,7 @@ def test_bad_input_raises():
         make("image_mflow", latent_dim=17)
     with pytest.raises(ValueError, match="batch sizes differ"):
         model.log_prob(torch.zeros(2, *SHAPE), torch.zeros(3, 1))
-    with pytest.raises(ValueError, match="unknown image model"):
-        build_image_model({"model": "mflow"})
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model({"model": "image_nope"})
     with pytest.raises(ValueError, match="bad configuration"):
-        build_image_model({"model": "image_af", "image_shape": [3, 8, 8], "theta_dim": 1, "latent_dim": 2})
+        build_model({"model": "image_af", "image_shape": [3, 8, 8], "theta_dim": 1, "latent_dim": 2})

@@ -7,7 +7,7 @@ from zuko.lazy import UnconditionalTransform
 from zuko.transforms import Transform
 
 from conftest import perturb
-from mflow_sbi.models import MODELS, MFlow, build_model
+from mflow_sbi.models import IMAGE_MODELS, MODELS, VECTOR_MODELS, MFlow, build_model
 from mflow_sbi.training import load_model, save_model
 from mflow_sbi.transforms import FlowConfig
 from simulators import PolynomialSurface
@@ -37,7 +37,8 @@ def manifold_theta(model, theta):
 
 
 def test_registry_covers_every_model():
-    assert {c["model"] for c in CONFIGS.values()} == set(MODELS)
+    assert {c["model"] for c in CONFIGS.values()} == {cls.name for cls in VECTOR_MODELS}  # images: test_image_models.py
+    assert set(MODELS) == {cls.name for cls in VECTOR_MODELS + IMAGE_MODELS}
 
 
 def test_shapes(model):

@@ -1,15 +1,18 @@
-"""AF, PIE, M-flow, Me-flow and PAE behind one interface (`ConditionalModel`)."""
+"""AF, PIE, M-flow, Me-flow and PAE (vectors) and their image versions behind one interface
+(`ConditionalModel`), built from their configs by one registry."""
 
 from typing import Any
 
 from mflow_sbi.models.ambient import AmbientFlow
 from mflow_sbi.models.base import ConditionalModel
-from mflow_sbi.models.image import IMAGE_MODELS, ImageAF, ImageMeFlow, ImageMFlow, ImageModel, ImagePIE, build_image_model
+from mflow_sbi.models.image import ImageAF, ImageMeFlow, ImageMFlow, ImageModel, ImagePIE
 from mflow_sbi.models.mflow import MeFlow, MFlow
 from mflow_sbi.models.pae import PAE
 from mflow_sbi.models.pie import PIE
 
-MODELS: dict[str, type[ConditionalModel]] = {cls.name: cls for cls in (AmbientFlow, PIE, MFlow, MeFlow, PAE)}
+VECTOR_MODELS = (AmbientFlow, PIE, MFlow, MeFlow, PAE)
+IMAGE_MODELS = (ImageAF, ImagePIE, ImageMFlow, ImageMeFlow)
+MODELS: dict[str, type[ConditionalModel]] = {cls.name: cls for cls in VECTOR_MODELS + IMAGE_MODELS}
 
 
 def build_model(config: dict[str, Any]) -> ConditionalModel:
@@ -24,5 +27,7 @@ def build_model(config: dict[str, Any]) -> ConditionalModel:
         raise ValueError(f"bad configuration for model {name!r}: {error}") from None
 
 
-__all__ = ["MODELS", "AmbientFlow", "ConditionalModel", "MFlow", "MeFlow", "PAE", "PIE", "build_model"]
-__all__ += ["IMAGE_MODELS", "ImageAF", "ImageMFlow", "ImageMeFlow", "ImageModel", "ImagePIE", "build_image_model"]
+__all__ = [
+    "IMAGE_MODELS", "MODELS", "VECTOR_MODELS", "AmbientFlow", "ConditionalModel", "ImageAF", "ImageMFlow", "ImageMeFlow",
+    "ImageModel", "ImagePIE", "MFlow", "MeFlow", "PAE", "PIE", "build_model",
+]  # fmt: skip

@@ -229,16 +229,3 @@ class ImageAF(ImageModel):
 
 
 #: the image models by name; kept apart from `MODELS` until the registry tests cover them
-IMAGE_MODELS: dict[str, type[ImageModel]] = {cls.name: cls for cls in (ImageAF, ImagePIE, ImageMFlow, ImageMeFlow)}
-
-
-def build_image_model(config: dict[str, Any]) -> ImageModel:
-    """An image model from its `config` (as `model.config` returns it)."""
-    config = dict(config)
-    name = config.pop("model", None)
-    if name not in IMAGE_MODELS:
-        raise ValueError(f"unknown image model {name!r}; choose one of {sorted(IMAGE_MODELS)}")
-    try:
-        return IMAGE_MODELS[name](**config)
-    except TypeError as error:
-        raise ValueError(f"bad configuration for image model {name!r}: {error}") from None
