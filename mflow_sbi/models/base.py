@@ -100,8 +100,9 @@ class ConditionalModel(nn.Module, ABC):
         return self._decode(self._encode(self.check_x(x), theta), theta)
 
     def reconstruction_error(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
-        """Squared distance ‖x - g(encode(x))‖² to the projection -> (batch,)."""
-        return ((x - self.project(x, theta)) ** 2).sum(-1)
+        """Squared distance ‖x - g(encode(x))‖² to the projection, summed over every data
+        dimension (vector or image) -> (batch,)."""
+        return ((x - self.project(x, theta)) ** 2).flatten(1).sum(-1)
 
     def log_prob_latent(self, u: Tensor, theta: Tensor) -> Tensor:
         """log p_h(u|θ) = log N(h⁻¹(u|θ)) + log|det J_h⁻¹(u|θ)|, rows paired -> (batch,)."""

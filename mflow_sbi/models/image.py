@@ -49,9 +49,6 @@ class ImageModel(ConditionalModel):
     def check_x(self, x: Tensor, name: str = "x") -> Tensor:
         return check_images(name, x, self.image_shape)
 
-    def reconstruction_error(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
-        return ((x - self.project(x, theta)) ** 2).flatten(1).sum(-1)
-
 
 class ImageMFlow(ImageModel):
     """M-flow on images: u = g⁻¹(x) = first n entries of f(x), g(u) = f⁻¹(u, 0) with f an
