@@ -47,20 +47,19 @@ def simulator_spec(name: str, args: argparse.Namespace, base: dict[str, Any] | N
     return spec | given
 
 
-def make_simulator(spec: dict[str, Any]) -> Simulator:
-    """The simulator a spec (see `simulator_spec`) describes."""
+def make_simulator(spec: dict[str, Any]) -> tuple[Simulator, dict[str, Any]]:
+    """The simulator a spec (see `simulator_spec`) describes, and its complete spec."""
     if spec["name"] == "polynomial_surface":
-        return PolynomialSurface()
-    options = {key: spec[key] for key in ("tier", "n_params", "pool_draws") if key in spec}
-    return LHCLike(**options)
+        return PolynomialSurface(), {"name": "polynomial_surface"}
+    simulator = LHCLike(**{key: spec[key] for key in ("tier", "n_params", "pool_draws") if key in spec})
+    return simulator, {"name": "lhc_like", "tier": simulator.tier, "n_params": simulator.theta_dim, "pool_draws": simulator.pool_draws}
 
 
 def resolve_simulator(args: argparse.Namespace, recorded: dict[str, Any] | None, source: str) -> tuple[Simulator, dict[str, Any]]:
     """The simulator named by --simulator, else the one `recorded` in `source` (a file)."""
     if args.simulator is None and recorded is None:
         raise UsageError(f"{source} does not record its simulator; pass --simulator {{{','.join(SIMULATORS)}}}")
-    spec = simulator_spec(args.simulator or recorded["name"], args, recorded)
-    return make_simulator(spec), spec
+    return make_simulator(simulator_spec(args.simulator or recorded["name"], args, recorded))
 
 
 def existing_file(path: Path, what: str, extensions: tuple[str, ...]) -> Path:

@@ -17,13 +17,13 @@ from mflow_sbi.baselines import RatioEstimator, RatioTrainingData, train_ratio_e
 from mflow_sbi.cli_commands.common import (
     UsageError, existing_file, matrix, read_arrays, require, save_standardization,
 )  # fmt: skip
-from mflow_sbi.models import MODELS, build_model
+from mflow_sbi.models import MODELS, VECTOR_MODELS, build_model
 from mflow_sbi.training import Standardization, TrainingConfig, save_model, train
 from mflow_sbi.transforms import FlowConfig
 
 CONFIG_EXTENSIONS = (".yaml", ".yml", ".toml")
 CONFIG_KEYS = ("data", "model", "schedule", "standardize", "training")
-MODEL_NAMES = (*MODELS, RatioEstimator.name)
+MODEL_NAMES = (*(cls.name for cls in VECTOR_MODELS), RatioEstimator.name)
 FROM_DATA = ("data_dim", "theta_dim")  # model arguments read from the data set
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.name != "progress")  # --quiet sets it
 ALICES_HINT = "; ALICES needs events at θ_ref: simulate them with `mflow-sbi simulate lhc_like --alices-reference`"
