@@ -1,8 +1,54 @@
-"""The command line: the demo on a tiny budget, and one-line errors for user mistakes."""
+"""The command line on tiny budgets: the demo, the simulate → train → infer → evaluate chain on
+both simulators (SCANDAL and ALICES on lhc_like), benchmark --list, and one-line errors."""
 
 import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
 
 from mflow_sbi.cli import main
+from mflow_sbi.cli_commands.train import load_config
+from mflow_sbi.models import MFlow
+from mflow_sbi.training import save_model
+
+TINY_FLOW = {"layers": 1, "bins": 4, "hidden": 8, "blocks": 1}
+TINY_MCMC = ["--walkers", "8", "--draws", "20", "--burn-in", "10", "--quiet"]
+
+MFLOW_YAML = """\
+data: data/data.npz
+model:
+  model: mflow
+  latent_dim: 2
+  outer: {layers: 1, bins: 4, hidden: 8, blocks: 1}
+  inner: {layers: 1, bins: 4, hidden: 8, blocks: 1}
+schedule: alternating
+standardize: true
+training:
+  epochs: 1
+  learning_rate: 1e-3   # YAML reads this as a string; the CLI reads it as a number
+"""
+
+MFLOW_TOML = """\
+data = "data/data.npz"
+schedule = "alternating"
+standardize = true
+
+[model]
+model = "mflow"
+latent_dim = 2
+outer = {layers = 1, bins = 4, hidden = 8, blocks = 1}
+inner = {layers = 1, bins = 4, hidden = 8, blocks = 1}
+
+[training]
+epochs = 1
+learning_rate = 1e-3
+"""
+
+
+def written(out: str) -> set[str]:
+    return {Path(line.removeprefix("wrote ")).name for line in out.splitlines() if line.startswith("wrote ")}
 
 
 def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
@@ -19,3 +65,117 @@ def test_user_mistakes_give_one_line_errors(capsys):
     assert main(["demo", "--true-theta", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mflow-sbi: error:") and "prior support" in err and "\n" not in err
+
+
+def test_yaml_and_toml_configs_read_the_same(tmp_path):
+    (tmp_path / "a.yaml").write_text(MFLOW_YAML)
+    (tmp_path / "a.toml").write_text(MFLOW_TOML)
+    yaml_config, toml_config = load_config(tmp_path / "a.yaml"), load_config(tmp_path / "a.toml")
+    yaml_config["training"]["learning_rate"] = float(yaml_config["training"]["learning_rate"])
+    assert yaml_config == toml_config
+
+
+def test_polynomial_surface_chain(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "polynomial_surface", "--n", "300", "--output", "data"]) == 0
+    assert main(["simulate", "polynomial_surface", "--n", "10", "--theta", "0.3", "--seed", "1", "--name", "observed", "--output", "data"]) == 0
+    assert written(capsys.readouterr().out) == {"data.npz", "data.json", "observed.npz", "observed.json"}
+    description = json.loads(Path("data/observed.json").read_text())
+    assert description["arrays"] == {"x": [10, 3], "theta": [10, 1]} and description["simulator_spec"]["name"] == "polynomial_surface"
+
+    Path("mflow.yaml").write_text(MFLOW_YAML)
+    assert main(["train", "--config", "mflow.yaml", "--output", "train", "--quiet"]) == 0
+    assert written(capsys.readouterr().out) == {"model.pt", "history.csv", "standardization.npz"}
+    assert len(pd.read_csv("train/history.csv")) == 1  # alternating: one stage of one epoch
+
+    infer = ["infer", "--checkpoint", "train/model.pt", "--observed", "data/observed.npz", "--grid", "--resolution", "50"]
+    assert main([*infer, *TINY_MCMC, "--output", "infer"]) == 0
+    assert written(capsys.readouterr().out) == {"posterior.nc", "summary.csv", "grid_posterior.npz", "posterior.png"}
+    summary = pd.read_csv("infer/summary.csv", index_col=0)
+    assert -1 <= summary.loc["theta[0]", "mean"] <= 1
+
+    assert main(["evaluate", "--samples", "infer/posterior.nc", "--output", "evaluate"]) == 0  # simulator, x, θ from the file
+    assert written(capsys.readouterr().out) == {"evaluation.csv", "evaluation.md"}
+    table = pd.read_csv("evaluate/evaluation.csv")
+    assert list(table["posterior"]) == ["posterior.nc", "reference (exact)"]
+    assert 0 <= table.loc[0, "c2st"] <= 1 and np.isfinite(table.loc[0, "mmd_squared"])
+    assert np.isfinite(table["log_posterior_at_true_theta"]).all()  # θ_true = 0.3, recorded by infer
+
+
+def test_lhc_like_scandal_and_alices(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MFLOW_SBI_CACHE", str(tmp_path / "cache"))
+    lhc = ["--n-params", "2", "--pool-draws", "1000"]
+    assert main(["simulate", "lhc_like", "--n", "100", *lhc, "--alices-reference", "--output", "data"]) == 0  # warns: tiny pool
+    assert main(["simulate", "lhc_like", "--n", "5", "--theta", "0.2", "0", "--seed", "1", "--name", "observed", *lhc, "--output", "data"]) == 0
+    capsys.readouterr()
+    with np.load("data/data.npz") as stored:
+        assert stored["joint_score"].shape == (100, 2) and stored["x_reference"].shape == (100, 40)
+
+    tiny = "{layers = 1, bins = 4, hidden = 8, blocks = 1}"
+    Path("scandal.toml").write_text(
+        f'data = "data/data.npz"\nstandardize = true\n[model]\nmodel = "mflow"\nlatent_dim = 14\nouter = {tiny}\ninner = {tiny}\n'
+        "[training]\nepochs = 1\nscore_weight = 1.0\n"
+    )
+    Path("alices.yaml").write_text("data: data/data.npz\nmodel: {model: alices, hidden: 8, layers: 1}\ntraining: {epochs: 1, score_weight: 1}\n")
+    assert main(["train", "--config", "scandal.toml", "--output", "scandal", "--quiet"]) == 0
+    assert main(["train", "--config", "alices.yaml", "--output", "alices", "--quiet"]) == 0
+    assert written(capsys.readouterr().out) == {"model.pt", "history.csv", "standardization.npz"}
+    assert main(["infer", "--checkpoint", "alices/model.pt", "--observed", "data/observed.npz", *TINY_MCMC, "--output", "infer"]) == 0
+    assert written(capsys.readouterr().out) == {"posterior.nc", "summary.csv", "posterior.png"}
+
+
+def test_benchmark_list(capsys):
+    assert main(["benchmark", "--list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "polynomial_surface_study" in names and "lhc_study" in names
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """Data, an (untrained) checkpoint and config files for the error cases."""
+    folder = tmp_path_factory.mktemp("errors")
+    assert main(["simulate", "polynomial_surface", "--n", "50", "--output", str(folder)]) == 0
+    save_model(folder / "model.pt", MFlow(3, 1, 2, outer=TINY_FLOW, inner=TINY_FLOW), {"simulator_spec": {"name": "polynomial_surface"}})
+    np.save(folder / "four_columns.npy", np.zeros((5, 4), dtype=np.float32))
+    configs = {
+        "bad_key.yaml": "data: data.npz\nmodel: {model: mflow, latent_dim: 2}\ntrainin: {epochs: 1}\n",
+        "bad_flow_key.yaml": "data: data.npz\nmodel: {model: mflow, latent_dim: 2, inner: {layer: 2}}\n",
+        "unknown_model.toml": 'data = "data.npz"\n[model]\nmodel = "nflow"\n',
+        "wrong_dim.yaml": "data: data.npz\nmodel: {model: mflow, latent_dim: 2, data_dim: 4}\n",
+        "scandal.yaml": "data: data.npz\nmodel: {model: af}\ntraining: {epochs: 1, score_weight: 1}\n",
+        "bad_type.yaml": "data: data.npz\nmodel: {model: af}\ntraining: {epochs: one}\n",
+        "config.json": "{}",
+    }
+    for name, text in configs.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["train", "--config", "{w}/missing.yaml"], "does not exist"),
+        (["train", "--config", "{w}/config.json"], "must end in one of .yaml, .yml, .toml"),
+        (["train", "--config", "{w}/bad_key.yaml"], "unknown config key 'trainin'; allowed: data, model"),
+        (["train", "--config", "{w}/bad_flow_key.yaml"], "unknown config key 'model.inner.layer'; allowed: layers"),
+        (["train", "--config", "{w}/unknown_model.toml"], "unknown model 'nflow'"),
+        (["train", "--config", "{w}/wrong_dim.yaml"], "shape mismatch: model.data_dim = 4 but the data have 3"),
+        (["train", "--config", "{w}/scandal.yaml"], "has no array 'joint_score'"),
+        (["train", "--config", "{w}/bad_type.yaml"], "training.epochs must be of type int"),
+        (["train", "--config", "{w}/scandal.yaml", "--data", "{w}/missing.npz"], "data file"),
+        (["simulate", "polynomial_surface", "--theta", "3"], "outside the prior support"),
+        (["infer", "--checkpoint", "{w}/model.pt", "--observed", "{w}/four_columns.npy"], "shape mismatch"),
+        (["infer", "--checkpoint", "{w}/model.pt", "--observed", "{w}/data.json"], "must end in one of .npz, .npy"),
+        (["infer", "--checkpoint", "{w}/missing.pt", "--observed", "{w}/data.npz"], "does not exist"),
+        (["evaluate", "--samples", "{w}/data.json"], "must end in one of .nc, .npy"),
+        (["benchmark", "no_such_benchmark"], "unknown benchmark"),
+    ],
+)
+def test_user_mistakes_in_subcommands_give_one_line_errors(workspace, tmp_path, capsys, arguments, message):
+    arguments = [a.format(w=workspace) for a in arguments]
+    if arguments[0] != "benchmark":
+        arguments += ["--output", str(tmp_path / "out")]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mflow-sbi: error:") and "\n" not in err and message in err, err
