@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mflow_sbi.cli import main
-from mflow_sbi.cli_commands.train import load_config
+from mflow_sbi.cli_commands.train import load_config, model_config, training_config
 from mflow_sbi.models import MFlow
 from mflow_sbi.training import save_model
 
@@ -179,3 +179,11 @@ def test_user_mistakes_in_subcommands_give_one_line_errors(workspace, tmp_path, 
     assert main(arguments) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mflow-sbi: error:") and "\n" not in err and message in err, err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples" / "configs").iterdir()), ids=lambda p: p.name)
+def test_example_configs_are_valid(path):
+    config = load_config(path)
+    data_dim, theta_dim = (40, 3) if "lhc" in path.name else (3, 1)
+    model_config(config["model"], data_dim, theta_dim)
+    training_config(config.get("training", {}), progress=False)

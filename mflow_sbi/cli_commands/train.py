@@ -29,16 +29,21 @@ TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.na
 ALICES_HINT = "; ALICES needs events at θ_ref: simulate them with `mflow-sbi simulate lhc_like --alices-reference`"
 CHECKPOINT, HISTORY, STANDARDIZATION = "model.pt", "history.csv", "standardization.npz"
 
-DESCRIPTION = f"""Train a model from a config file (YAML or TOML) on a data set written by `mflow-sbi simulate`
-(or any .npz with arrays x (n, D) and theta (n, p)). Writes OUTPUT/{CHECKPOINT} (the checkpoint, with
-the config, data path and simulator in its metadata), OUTPUT/{HISTORY} (one row per epoch) and, with
-`standardize: true`, OUTPUT/{STANDARDIZATION}.
+DESCRIPTION = f"""Train a model from a config file (YAML or TOML) on a data set written by
+`mflow-sbi simulate` (or any .npz with arrays x (n, D) and theta (n, p)). Writes OUTPUT/{CHECKPOINT}
+(with the config, data path and simulator in its metadata), OUTPUT/{HISTORY} (one row per epoch)
+and, with `standardize: true`, OUTPUT/{STANDARDIZATION}.
 
-Config keys: data (path, relative to the config file), model (a table: model = {' | '.join(MODEL_NAMES)},
-latent_dim, inner/outer flow tables, ...; data_dim and theta_dim come from the data), schedule (e.g.
-sequential, alternating, likelihood; default: the model's first), training (fields of TrainingConfig:
-{', '.join(TRAINING_KEYS)}; score_weight turns on SCANDAL, or the score term of ALICES), standardize
-(true/false). See docs/cli.md."""
+config keys (docs/cli.md has the reference and examples/configs/ examples):
+  data         path of the .npz data set, relative to the config file (--data overrides it)
+  model        table: model = {' | '.join(MODEL_NAMES)}, and the model's arguments
+               (latent_dim, inner/outer flow tables, ...); data_dim and theta_dim come from the data
+  schedule     sequential | alternating (M-flow, Me-flow, PAE) or likelihood (AF, PIE);
+               default: the model's first
+  training     fields of TrainingConfig: {', '.join(TRAINING_KEYS[:5])},
+               {', '.join(TRAINING_KEYS[5:])}
+               (score_weight: SCANDAL for flows, the score term for alices)
+  standardize  true | false: fit x and θ to zero mean, unit variance (default false)"""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
