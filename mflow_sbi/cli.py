@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from mflow_sbi.cli_commands import benchmark, demo, evaluate, infer, simulate, train
 from mflow_sbi.training import NonFiniteLossError

@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         observed = _observed(args, observed_arrays)
         reference = _exact_posterior(simulator, observed, args.max_samples, args.seed)
         reference_name = "exact"
-    reference_samples = reference.sample(args.max_samples, torch.Generator().manual_seed(args.seed)).double() if isinstance(reference, GridPosterior) else reference
+    reference_samples = reference
+    if isinstance(reference, GridPosterior):
+        reference_samples = reference.sample(args.max_samples, torch.Generator().manual_seed(args.seed)).double()
     if samples.shape[1] != reference_samples.shape[1]:
         raise UsageError(f"shape mismatch: the samples have θ of dimension {samples.shape[1]}, the reference {reference_samples.shape[1]}")
     if true_theta is not None and true_theta.shape[1] != samples.shape[1]:
