@@ -39,8 +39,8 @@ def _draw_marginal(ax: Axes, posterior: Posterior, axis: int, label: str, color:
         ax.hist(values, bins=bins, density=True, histtype="step", color=color, label=label)
 
 
-def _draw_joint(ax: Axes, posterior: Posterior, label: str, color: str) -> None:
-    if isinstance(posterior, GridPosterior):
+def _draw_joint(ax: Axes, posterior: Posterior, label: str, color: str, dims: tuple[int, int] = (0, 1)) -> None:
+    if isinstance(posterior, GridPosterior):  # grids are 2-D at most: dims = (0, 1)
         first, cell_first = torch.unique(posterior.grid[:, 0], return_inverse=True)
         second, cell_second = torch.unique(posterior.grid[:, 1], return_inverse=True)
         density = torch.zeros(len(second), len(first), dtype=torch.float64)
@@ -51,7 +51,7 @@ def _draw_joint(ax: Axes, posterior: Posterior, label: str, color: str) -> None:
         samples = posterior_samples(posterior)
         keep = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))[:SCATTER_POINTS]
         points = samples[keep].double().numpy()
-        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.4, color=color, label=label)
+        ax.scatter(points[:, dims[0]], points[:, dims[1]], s=3, alpha=0.4, color=color, label=label)
 
 
 def plot_posteriors(
@@ -64,9 +64,10 @@ def plot_posteriors(
     title: str | None = None,
 ) -> Path:
     """Draw model posteriors (name -> `GridPosterior`, samples (n, p) or `MCMCResult`) beside
-    the `exact` one (black) and the true θ (red), for θ of dimension 1 or 2, and save the
-    figure to `path` (format from its suffix). Grids are drawn as density curves (contours in
-    2-D), samples as histograms (scatter in 2-D); 2-D θ gets both marginals and the joint."""
+    the `exact` one (black) and the true θ (red), and save the figure to `path` (format from
+    its suffix). Grids are drawn as density curves (contours in 2-D), samples as histograms
+    (scatter in 2-D); 2-D θ gets both marginals and the joint, θ of dimension ≥ 3 a corner plot
+    (marginals on the diagonal, pairwise scatter below it)."""
     drawn = dict(posteriors)
     if exact is not None:
         if EXACT_LABEL in drawn:
@@ -78,8 +79,6 @@ def plot_posteriors(
     if len(set(dimensions.values())) > 1:
         raise ValueError(f"posteriors differ in the dimension of θ: {dimensions}")
     p = next(iter(dimensions.values()))
-    if p not in (1, 2):
-        raise ValueError(f"plot_posteriors draws θ of dimension 1 or 2, got {p}")
     if true_theta is not None:
         true_theta = torch.as_tensor(true_theta, dtype=torch.float64).flatten()
         if len(true_theta) != p or not torch.isfinite(true_theta).all():
@@ -91,6 +90,9 @@ def plot_posteriors(
         raise ValueError(f"bins must be ≥ 1, got {bins}")
 
     colors = {name: "black" if name == EXACT_LABEL else f"C{i}" for i, name in enumerate(drawn)}
+    if p >= 3:
+        figure = _corner(drawn, colors, true_theta, names, bins)
+        return _save(figure, path, title)
     figure = Figure(figsize=(5 * (1 if p == 1 else 3), 4), layout="constrained")
     axes = figure.subplots(1, 1 if p == 1 else 3, squeeze=False)[0]
     for axis in range(p):
@@ -110,6 +112,37 @@ def plot_posteriors(
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
     axes[0].legend()
+    return _save(figure, path, title)
+
+
+def _corner(drawn: dict[str, Posterior], colors: dict[str, str], true_theta: Tensor | None, names: list[str], bins: int) -> Figure:
+    p = len(names)
+    figure = Figure(figsize=(2.6 * p, 2.6 * p), layout="constrained")
+    axes = figure.subplots(p, p, squeeze=False)
+    for row in range(p):
+        for column in range(p):
+            ax = axes[row][column]
+            if column > row:
+                ax.set_axis_off()
+                continue
+            for name, posterior in drawn.items():
+                if row == column:
+                    _draw_marginal(ax, posterior, row, name, colors[name], bins)
+                else:
+                    _draw_joint(ax, posterior, name, colors[name], dims=(column, row))
+            if true_theta is not None:
+                ax.axvline(float(true_theta[column]), color="crimson", linestyle="--", zorder=5)
+                if row != column:
+                    ax.axhline(float(true_theta[row]), color="crimson", linestyle="--", zorder=5)
+            if row == p - 1:
+                ax.set_xlabel(names[column])
+            if column == 0 and row > 0:
+                ax.set_ylabel(names[row])
+    axes[0][-1].legend(*axes[0][0].get_legend_handles_labels(), loc="upper right")  # in the empty corner
+    return figure
+
+
+def _save(figure: Figure, path: str | Path, title: str | None) -> Path:
     if title:
         figure.suptitle(title)
     path = Path(path)
