@@ -1,39 +1,68 @@
-"""One property loop over every transform: inverse round-trip, log-det against a brute-force
-Jacobian, batch independence, shapes, and torch.func.vmap compatibility."""
+"""One property loop over every transform, vector and image: inverse round-trip, log-det against a
+brute-force Jacobian, the inverse's log-det, batch independence, shapes, and torch.func.vmap
+compatibility."""
 
 import pytest
 import torch
 from torch.func import vmap
+from zuko.lazy import LazyComposedTransform
 
 from conftest import perturb
-from mflow_sbi.transforms import FlowConfig, RQSCoupling, build_flow, log_det_metric, lu_linear, pad, permutation, project
+from mflow_sbi.transforms import (
+    FlowConfig,
+    ImageFlow,
+    ImageFlowConfig,
+    RQSCoupling,
+    build_flow,
+    log_det_metric,
+    lu_linear,
+    pad,
+    permutation,
+    project,
+)
+from mflow_sbi.transforms.image import ActNorm, ImageCoupling, InvertibleConv1x1, Squeeze
 
-BATCH = 7
+BATCH = 4
 SMALL = FlowConfig(layers=2, bins=4, hidden=16, blocks=1)
+TINY = dict(hidden=8, blocks=1, bins=4)
+#: name: (constructor, shape of one input, context features) — vector and image transforms alike
 TRANSFORMS = {
-    "coupling": (lambda: RQSCoupling(3, bins=5, hidden=16, blocks=1), 3, 0),
-    "coupling-context": (lambda: RQSCoupling(4, context=2, mask=[True, False, False, True], hidden=16, blocks=1), 4, 2),
-    "lu-linear": (lambda: lu_linear(3), 3, 0),
-    "permutation": (lambda: permutation(torch.tensor([2, 0, 1])), 3, 0),
-    "flow": (lambda: build_flow(3, 0, SMALL), 3, 0),
-    "flow-lu-context": (lambda: build_flow(2, 1, FlowConfig(layers=3, bins=4, hidden=16, blocks=1, mixing="lu")), 2, 1),
+    "coupling": (lambda: RQSCoupling(3, bins=5, hidden=16, blocks=1), (3,), 0),
+    "coupling-context": (lambda: RQSCoupling(4, context=2, mask=[True, False, False, True], hidden=16, blocks=1), (4,), 2),
+    "lu-linear": (lambda: lu_linear(3), (3,), 0),
+    "permutation": (lambda: permutation(torch.tensor([2, 0, 1])), (3,), 0),
+    "flow": (lambda: build_flow(3, 0, SMALL), (3,), 0),
+    "flow-lu-context": (lambda: build_flow(2, 1, FlowConfig(layers=3, bins=4, hidden=16, blocks=1, mixing="lu")), (2,), 1),
+    "image-squeeze": (lambda: Squeeze(), (1, 4, 4), 0),
+    "image-actnorm": (lambda: ActNorm(2), (2, 4, 4), 0),
+    "image-conv1x1": (lambda: InvertibleConv1x1(3, seed=1), (3, 4, 4), 0),
+    "image-coupling-affine": (lambda: ImageCoupling(3, kind="affine", **TINY), (3, 4, 4), 0),
+    "image-coupling-rqs": (lambda: ImageCoupling(2, kind="rqs", **TINY), (2, 4, 4), 0),
+    "image-coupling-context": (lambda: ImageCoupling(4, context=2, kind="rqs", **TINY), (4, 2, 2), 2),
+    "image-level": (lambda: LazyComposedTransform(Squeeze(), ActNorm(8), InvertibleConv1x1(8), ImageCoupling(8, **TINY)), (2, 4, 4), 0),
+    "image-flow-multiscale": (lambda: ImageFlow((1, 4, 4), ImageFlowConfig(levels=2, steps=1, head_features=6, **TINY)), (1, 4, 4), 0),
+    "image-flow-affine": (lambda: ImageFlow((3, 4, 4), ImageFlowConfig(levels=1, coupling="affine", head_features=8, **TINY)), (3, 4, 4), 0),
+    "image-flow-context": (lambda: ImageFlow((2, 4, 4), ImageFlowConfig(levels=2, steps=1, **TINY), context=1), (2, 4, 4), 1),
 }
 
 
 @pytest.fixture(params=sorted(TRANSFORMS))
 def case(request):
-    make, features, context = TRANSFORMS[request.param]
-    lazy = perturb(make())
-    x = 2 * torch.randn(BATCH, features, dtype=torch.float64)  # some points fall in the spline tails
+    make, shape, context = TRANSFORMS[request.param]
+    lazy = make().double()
+    for module in lazy.modules():  # data-dependent initialization first, then move every parameter
+        if isinstance(module, ActNorm):
+            module.initialized.fill_(True)
+    x = 2 * torch.randn(BATCH, *shape, dtype=torch.float64)  # some points fall in the spline tails
     c = torch.randn(BATCH, context, dtype=torch.float64) if context else None
-    return lazy, x, c
+    return perturb(lazy, scale=0.2), x, c
 
 
 def test_shapes_and_round_trip(case):
     lazy, x, c = case
     t = lazy(c)
     y, ladj = t.call_and_ladj(x)
-    assert y.shape == x.shape and ladj.shape == (BATCH,)
+    assert y.shape[0] == BATCH and y[0].numel() == x[0].numel() and ladj.shape == (BATCH,)
     torch.testing.assert_close(t.inv(y), x, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(t(x), y)
 
@@ -43,8 +72,16 @@ def test_log_det_matches_brute_force_jacobian(case):
     _, ladj = lazy(c).call_and_ladj(x)
     for i in range(BATCH):
         ci = None if c is None else c[i : i + 1]
-        jacobian = torch.autograd.functional.jacobian(lambda xi: lazy(ci)(xi.unsqueeze(0)).squeeze(0), x[i])
+        jacobian = torch.autograd.functional.jacobian(lambda xi: lazy(ci)(xi.unsqueeze(0)).flatten(), x[i])
+        jacobian = jacobian.reshape(x[i].numel(), x[i].numel())
         torch.testing.assert_close(ladj[i], torch.linalg.slogdet(jacobian).logabsdet, atol=1e-8, rtol=1e-6)
+
+
+def test_inverse_log_det_is_the_negative(case):
+    lazy, x, c = case
+    y, ladj = lazy(c).call_and_ladj(x)
+    _, inverse_ladj = lazy(c).inv.call_and_ladj(y)
+    torch.testing.assert_close(inverse_ladj, -ladj)
 
 
 def test_batch_independence(case):
