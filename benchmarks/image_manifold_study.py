@@ -42,6 +42,8 @@ from mflow_sbi.models import ConditionalModel, build_model  # noqa: E402
 from mflow_sbi.training import TrainingConfig, train  # noqa: E402
 from simulators import ImageManifold  # noqa: E402
 
+from _study_results import ResultsFile, summary_cell  # noqa: E402  (benchmarks/, the script's folder)
+
 PROFILES = {
     "smoke": {"resolution": 16, "simulations": 200, "epochs": 1, "seeds": 1, "batch_size": 50,
               "outer": {"levels": 2, "steps": 1, "hidden": 16, "bins": 4}, "inner": {"layers": 2, "hidden": 32, "blocks": 1},
@@ -195,14 +197,8 @@ def markdown(table, settings: Settings, truth: dict, command: str, machine: str,
                "encode_s_per_image", "exact_density_s_per_image", "fast_density_s_per_image", "sample_s_per_image"]  # fmt: skip
 
     def cell(label: str, metric: str) -> str:
-        median = summary.loc[label, (metric, "median")]
-        if settings.seeds == 1:
-            text = f"{median:.3g}"
-        else:
-            text = f"{median:.3g} [{summary.loc[label, (metric, 'q0.16')]:.3g}, {summary.loc[label, (metric, 'q0.84')]:.3g}]"
-        if metric == "log_posterior_true_theta":
-            text += f" (paper {PAPER_LOG_POSTERIOR[label]:.2f})"
-        return text
+        paper = PAPER_LOG_POSTERIOR[label] if metric == "log_posterior_true_theta" else None
+        return summary_cell(summary, label, metric, paper, ".2f")
 
     exact = float(table["exact_log_posterior_true_theta"].iloc[0])
     r = settings.resolution
@@ -252,26 +248,15 @@ def main() -> None:
     threadpool_limits(limits=args.threads)
     name = f"image_manifold_study_{settings.profile}"
     args.output.mkdir(parents=True, exist_ok=True)
-    results = args.output / f"{name}.jsonl"
-    key = json.loads(json.dumps(asdict(settings)))
-    done = {}
-    if results.exists():  # resume: keep rows computed with the same settings
-        for line in results.read_text().splitlines():
-            record = json.loads(line)
-            if record["settings"] == key:
-                done[(record["row"]["model"], record["row"]["seed"])] = record["row"]
+    results = ResultsFile(args.output / f"{name}.jsonl", asdict(settings))
     simulator = ImageManifold(manifold_dim=settings.manifold_dim, resolution=settings.resolution, quantize=True)
     truth = simulator_costs(simulator, settings)
     print(json.dumps(truth), flush=True)
     for seed in range(settings.seeds):
         for label in args.models:
-            if (label, seed) in done:
-                continue
-            row = evaluate_row(label, settings, seed, simulator, args.output, name, device)
-            done[(label, seed)] = row
-            with results.open("a") as handle:  # one line per finished row: nothing lost on a crash
-                handle.write(json.dumps({"settings": key, "row": row}) + "\n")
-            print(json.dumps(row), flush=True)
+            if (label, seed) not in results.finished():
+                results.append(evaluate_row(label, settings, seed, simulator, args.output, name, device))
+    done = results.finished()
     table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in args.models if (label, seed) in done)
     command = f"python benchmarks/image_manifold_study.py --profile {settings.profile} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} threads, device {device}, torch {torch.__version__}"

@@ -22,7 +22,6 @@ what the file holds to docs/.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -44,6 +43,8 @@ from mflow_sbi.inference import ObservedLikelihood, mcmc_posterior  # noqa: E402
 from mflow_sbi.models import build_model  # noqa: E402
 from mflow_sbi.training import Standardization, TrainingConfig, train  # noqa: E402
 from simulators.lhc_like import LHCLike  # noqa: E402
+
+from _study_results import ResultsFile, summary_cell  # noqa: E402  (benchmarks/, the script's folder)
 
 PROFILES = {
     "quick": {"simulations": 10_000, "epochs": 10, "seeds": 3, "points": 2, "walkers": 32, "draws": 250, "burn_in": 150},
@@ -243,16 +244,8 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
     paper_columns = {"closure": 0, "reconstruction_error": 1, "log_posterior": 2}
 
     def cell(label: str, metric: str) -> str:
-        if metric not in summary.columns.get_level_values(0):
-            return "–"
-        median = summary.loc[label, (metric, "median")]
-        if median != median:  # NaN: not defined for this model
-            return "–"
-        low, high = summary.loc[label, (metric, "q0.16")], summary.loc[label, (metric, "q0.84")]
-        text = f"{median:.3g} [{low:.3g}, {high:.3g}]"
-        if metric in paper_columns and label in PAPER and PAPER[label][paper_columns[metric]] is not None:
-            text += f" (paper {PAPER[label][paper_columns[metric]]:g})"
-        return text
+        paper = PAPER[label][paper_columns[metric]] if metric in paper_columns and label in PAPER else None
+        return summary_cell(summary, label, metric, paper, "g")
 
     order = [label for label in [EXACT_ROW, *ROWS] if label in summary.index]
     points = ", ".join(str(p) for p in TRUE_POINTS[: settings.points])
@@ -306,16 +299,7 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     plots_folder = args.output / f"{name}_posteriors"
     plots_folder.mkdir(exist_ok=True)
-    results = args.output / f"{name}.jsonl"
-
-    def finished() -> dict:
-        rows = {}
-        if results.exists():  # resume: keep rows computed with the same settings
-            for line in results.read_text().splitlines():
-                record = json.loads(line)
-                if record["settings"] == asdict(settings):
-                    rows[(record["row"]["model"], record["row"]["seed"])] = record["row"]
-        return rows
+    results = ResultsFile(args.output / f"{name}.jsonl", asdict(settings))
 
     simulator = LHCLike(tier="hadron")
     standardization = simulator.standardization()
@@ -324,17 +308,12 @@ def main() -> None:
     for seed in seeds:
         plots: dict | None = {} if seed == 0 else None
         for label in args.models:
-            if (label, seed) in finished():
-                continue
-            row = evaluate_row(label, settings, seed, simulator, standardization, cache, plots)
-            with results.open("a") as handle:  # one line per finished row: nothing lost on a crash
-                handle.write(json.dumps({"settings": asdict(settings), "row": row}) + "\n")
-            print(json.dumps(row), flush=True)
+            if (label, seed) not in results.finished():
+                results.append(evaluate_row(label, settings, seed, simulator, standardization, cache, plots))
         if plots:
             for k, samples in plots.items():
                 plot_marginals(plots_folder / f"point{k}.png", samples, TRUE_POINTS[k])
-    done = finished()
-    table = diagnostics_table(row for row in done.values())
+    table = diagnostics_table(results.finished().values())
     command = f"python benchmarks/lhc_study.py --profile {settings.profile} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} thread(s) per process, torch {torch.__version__}"
     (args.output / f"{name}.md").write_text(markdown(table, settings, command, machine, plots_folder.name))

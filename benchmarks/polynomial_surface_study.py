@@ -17,7 +17,6 @@ the paper's numbers beside) goes to docs/.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -43,6 +42,8 @@ from mflow_sbi.inference import GridPosterior, ObservedLikelihood, grid_posterio
 from mflow_sbi.models import build_model
 from mflow_sbi.training import TrainingConfig, train
 from simulators import PolynomialSurface
+
+from _study_results import ResultsFile, summary_cell  # benchmarks/, the script's folder
 
 PROFILES = {
     "quick": {"simulations": 10_000, "epochs": 20, "seeds": 3},
@@ -166,16 +167,8 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
     paper_columns = {"posterior_mmd": 0, "manifold_distance": 1, "reconstruction_error": 2}
 
     def cell(label: str, metric: str) -> str:
-        if metric not in summary.columns.get_level_values(0):
-            return "–"
-        median = summary.loc[label, (metric, "median")]
-        if median != median:  # NaN: not defined for this model
-            return "–"
-        low, high = summary.loc[label, (metric, "q0.16")], summary.loc[label, (metric, "q0.84")]
-        text = f"{median:.3g} [{low:.3g}, {high:.3g}]"
-        if metric in paper_columns and label in PAPER and PAPER[label][paper_columns[metric]] is not None:
-            text += f" (paper {PAPER[label][paper_columns[metric]]:.3f})"
-        return text
+        paper = PAPER[label][paper_columns[metric]] if metric in paper_columns and label in PAPER else None
+        return summary_cell(summary, label, metric, paper)
 
     lines = [
         "# Polynomial-surface study (paper's Table 2) with sbi's NLE and NPE beside",
@@ -242,23 +235,13 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     plots = args.output / f"{name}_posteriors"
     plots.mkdir(exist_ok=True)
-    results = args.output / f"{name}.jsonl"
-    done = {}
-    if results.exists():  # resume: keep rows computed with the same settings
-        for line in results.read_text().splitlines():
-            record = json.loads(line)
-            if record["settings"] == asdict(settings) | {"true_thetas": list(settings.true_thetas)}:
-                done[(record["row"]["model"], record["row"]["seed"])] = record["row"]
+    results = ResultsFile(args.output / f"{name}.jsonl", asdict(settings))
     simulator = PolynomialSurface()
     for seed in range(settings.seeds):
         for label in args.models:
-            if (label, seed) in done:
-                continue
-            row = evaluate_row(label, settings, seed, simulator, plots)
-            done[(label, seed)] = row
-            with results.open("a") as handle:  # one line per finished row: nothing lost on a crash
-                handle.write(json.dumps({"settings": asdict(settings) | {"true_thetas": list(settings.true_thetas)}, "row": row}) + "\n")
-            print(json.dumps(row), flush=True)
+            if (label, seed) not in results.finished():
+                results.append(evaluate_row(label, settings, seed, simulator, plots))
+    done = results.finished()
     table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in args.models if (label, seed) in done)
     command = f"python benchmarks/polynomial_surface_study.py --profile {settings.profile} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}"

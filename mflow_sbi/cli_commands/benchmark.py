@@ -29,11 +29,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def scripts() -> dict[str, str]:
-    """Script name -> the first sentence of its docstring."""
+    """Script name -> the first sentence of its docstring (modules named _* are shared helpers)."""
     if not BENCHMARKS.is_dir():
         raise UsageError(f"no benchmarks/ folder at {BENCHMARKS}; benchmarks run from a source checkout (pip install -e .)")
     summaries = {}
-    for path in sorted(BENCHMARKS.glob("*.py")):
+    for path in sorted(BENCHMARKS.glob("[!_]*.py")):
         paragraph = " ".join((ast.get_docstring(ast.parse(path.read_text())) or "").split("\n\n")[0].split())
         sentence = paragraph.split(". ")[0].rstrip(".")
         summaries[path.stem] = sentence if len(sentence) <= 100 else sentence[:99] + "…"
