@@ -270,7 +270,25 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
         "|---|" + "---|" * len(metrics),
     ]
     lines += [f"| {label} | " + " | ".join(cell(label, metric) for metric in metrics) + " |" for label in order]
-    lines += ["", f"Posterior marginals of the first seed, all rows over the exact posterior: `{plots_folder}/`.", ""]
+    lines += [
+        "",
+        f"Posterior marginals of the first seed, all rows over the exact posterior: `{plots_folder}/`.",
+        "",
+        "## Protocol notes",
+        "",
+        "- Same training events for every row (θ from the prior, one per event). ALICES additionally gets as many",
+        "  events at its reference point θ_ref = 0, each paired with a prior θ, as its method needs (soft labels",
+        "  from the joint ratio for both classes); the score term uses the numerator events' joint score.",
+        "- M-flow and Me-flow train sequentially (manifold phase, then density phase; SCANDAL's term enters the",
+        "  density phase); AF and PIE by maximum likelihood (+ SCANDAL's term). n = 14, the hadron tier's",
+        "  manifold dimension. Flows use the reference architecture (5 couplings, 10 bins, 100×2 conditioners).",
+        "- sbi rows: `NLE` (MAF) and `NRE` (sbi 0.27's default, NRE_B with a ResNet classifier) with default",
+        "  training settings, on the standardized data; their posteriors use the same emcee as every other row,",
+        "  on sbi's own likelihood / ratio potential.",
+        "- The exact posterior is emcee on the simulator's likelihood with twice the draws and burn-in.",
+        "- Closure of 2000 generated events at prior θ (flows and NLE; ratio estimators cannot generate).",
+        "",
+    ]
     return "\n".join(lines)
 
 
