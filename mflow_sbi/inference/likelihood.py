@@ -57,7 +57,8 @@ class ObservedLikelihood:
     graph is built only when θ requires grad (for gradient-based samplers). With a `prior`,
     θ outside its support raises a `ValueError` instead of extrapolating the model. The
     encodings are cached at construction: build a new object after training the model further.
-    Observed events and θ are cast to the model's precision.
+    Observed events and θ are moved to the model's precision and device; results come back on
+    θ's device (samplers and grids work on the CPU with a model on a GPU).
     """
 
     def __init__(
@@ -68,7 +69,7 @@ class ObservedLikelihood:
         prior: torch.distributions.Distribution | None = None,
         chunk_size: int = 65536,
     ) -> None:
-        x_observed = model.check_x(x_observed, "x_observed").to(model.dtype)
+        x_observed = model.check_x(x_observed, "x_observed").to(device=model.device, dtype=model.dtype)
         if len(x_observed) == 0:
             raise ValueError("x_observed holds no events")
         if exact and not model.has_exact_density:
@@ -92,19 +93,19 @@ class ObservedLikelihood:
             self._paired(block.repeat_interleave(events, dim=0), self._inputs().repeat(len(block), 1)).view(len(block), events)
             for block in theta.split(max(1, self.chunk_size // events))  # ≤ chunk_size pairs at a time
         ]
-        return torch.cat(rows) + self.offset
+        return (torch.cat(rows) + self.offset).to(theta.device)
 
     def per_event(self, theta: Tensor) -> Tensor:
         """log p(x_j|θ_j) with one θ per observed event (rows paired) -> (events,)."""
         self._check_theta(theta)
         check_same_batch(x_observed=self.x_observed, theta=theta)
-        return self._paired(theta, self._inputs()) + self.offset
+        return (self._paired(theta, self._inputs()) + self.offset).to(theta.device)
 
     def _inputs(self) -> Tensor:
         return self.encoded if self.cached else self.x_observed
 
     def _paired(self, theta: Tensor, inputs: Tensor) -> Tensor:
-        theta = theta.to(inputs.dtype)  # θ from float64 samplers meets a float32 model
+        theta = theta.to(device=inputs.device, dtype=inputs.dtype)  # θ from a float64 CPU sampler meets the model
         with torch.set_grad_enabled(torch.is_grad_enabled() and theta.requires_grad):
             if self.cached:
                 return self.model.log_prob_latent(inputs, theta)
