@@ -82,9 +82,11 @@ class Simulator(ABC):
         return theta, self._simulate(theta, generator)
 
     def check_theta(self, theta: Tensor) -> Tensor:
+        """θ validated as (batch, theta_dim) inside the prior's support."""
         check_matrix("theta", theta, self.theta_dim)
         check_in_support("theta", theta, self.prior)
         return theta
 
     def check_x(self, x: Tensor) -> Tensor:
+        """x validated as (batch, data_dim)."""
         return check_matrix("x", x, self.data_dim)

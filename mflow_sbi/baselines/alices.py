@@ -65,17 +65,21 @@ class RatioEstimator(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serializable) plus the registry name, for checkpoints."""
         return {"model": self.name, **self._config}
 
     @property
     def dtype(self) -> torch.dtype:
+        """The precision of the network's parameters."""
         return self.x_layer.weight.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the network's parameters."""
         return self.x_layer.weight.device
 
     def check_x(self, x: Tensor, name: str = "x") -> Tensor:
+        """x validated as the estimator's input, (batch, data_dim)."""
         return check_matrix(name, x, self.data_dim)
 
     def encode(self, x: Tensor) -> Tensor:
@@ -131,6 +135,7 @@ class RatioTrainingData:
         )
 
     def as_dict(self) -> dict[str, Tensor]:
+        """The named tensors the trainer's ALICES phase reads."""
         return {"x": self.x, "theta": self.theta, "joint_log_ratio": self.joint_log_ratio,
                 "joint_score": self.joint_score, "reference_class": self.reference_class}  # fmt: skip
 

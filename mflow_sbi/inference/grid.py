@@ -54,9 +54,11 @@ class GridPosterior:
         return self.grid[cells] + jitter * self.spacing.to(self.grid.dtype)
 
     def mean(self) -> Tensor:
+        """Posterior mean Σ_i p_i θ_i over the grid cells -> (p,)."""
         return (self.probabilities.unsqueeze(-1) * self.grid.double()).sum(0).to(self.grid.dtype)
 
     def std(self) -> Tensor:
+        """Posterior standard deviation per parameter over the grid cells -> (p,)."""
         centred = self.grid.double() - self.mean().double()
         return (self.probabilities.unsqueeze(-1) * centred**2).sum(0).sqrt().to(self.grid.dtype)
 

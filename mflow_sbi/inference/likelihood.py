@@ -40,11 +40,14 @@ class LikelihoodEstimator(Protocol):
     dtype: torch.dtype
     device: torch.device
 
-    def check_x(self, x: Tensor, name: str = "x") -> Tensor: ...
+    def check_x(self, x: Tensor, name: str = "x") -> Tensor:
+        """x validated as the estimator's input."""
 
-    def encode(self, x: Tensor) -> Tensor: ...
+    def encode(self, x: Tensor) -> Tensor:
+        """The θ-independent per-event features, computed once per observed event."""
 
-    def log_prob_latent(self, u: Tensor, theta: Tensor) -> Tensor: ...
+    def log_prob_latent(self, u: Tensor, theta: Tensor) -> Tensor:
+        """log p(x|θ) up to a θ-independent term, from the features u, rows paired -> (batch,)."""
 
 
 class ObservedLikelihood:

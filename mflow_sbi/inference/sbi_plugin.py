@@ -58,6 +58,7 @@ class ModelDensityEstimator(ConditionalDensityEstimator):
 
     @property
     def model(self) -> ConditionalModel:
+        """The wrapped model (sbi calls it `net`)."""
         return self.net
 
     def log_prob(self, input: Tensor, condition: Tensor, **kwargs: Any) -> Tensor:
@@ -130,6 +131,7 @@ class FastLikelihoodPotential(BasePotential):
         super().__init__(prior, x_o, device=str(model.device))
 
     def set_x(self, x_o: Tensor | None, x_is_iid: bool | None = True) -> None:
+        """Set the observed data; the events are encoded once per new x_o."""
         super().set_x(x_o, x_is_iid)
         if x_o is None:
             self._likelihood = None

@@ -83,6 +83,7 @@ class ConditionalModel(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's parameters."""
         return next(self.parameters()).device
 
     def encode(self, x: Tensor, theta: Tensor | None = None) -> Tensor:

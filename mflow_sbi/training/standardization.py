@@ -43,6 +43,7 @@ class Standardization:
         return cls(x.mean(0), scale(x), theta.mean(0), scale(theta))
 
     def x(self, x: Tensor) -> Tensor:
+        """x' = (x - μ_x)/s_x."""
         return (x - self.x_mean.to(x)) / self.x_std.to(x)
 
     def x_inverse(self, x: Tensor) -> Tensor:
@@ -50,6 +51,7 @@ class Standardization:
         return self.x_mean.to(x) + self.x_std.to(x) * x
 
     def theta(self, theta: Tensor) -> Tensor:
+        """θ' = (θ - μ_θ)/s_θ."""
         return (theta - self.theta_mean.to(theta)) / self.theta_std.to(theta)
 
     def theta_inverse(self, theta: Tensor) -> Tensor:
@@ -57,4 +59,5 @@ class Standardization:
         return self.theta_mean.to(theta) + self.theta_std.to(theta) * theta
 
     def score(self, score: Tensor) -> Tensor:
+        """t' = t · s_θ, the joint score in standardized θ."""
         return score * self.theta_std.to(score)

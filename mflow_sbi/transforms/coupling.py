@@ -27,6 +27,7 @@ class RQSElementwise(LazyTransform):
         self.conditioner = ResidualMLP(context, features * (3 * bins - 1), hidden=hidden, blocks=blocks)
 
     def forward(self, c: Tensor | None = None) -> Transform:
+        """The transform for the context c (batch, context) (this one requires it)."""
         if c is None:
             raise ValueError("this transform needs a context")
         parameters = self.conditioner(c).unflatten(-1, (self.features, 3 * self.bins - 1))
@@ -70,6 +71,7 @@ class RQSCoupling(LazyTransform):
         return DependentTransform(MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound), 1)
 
     def forward(self, c: Tensor | None = None) -> Transform:
+        """The transform for the context c (None without a context)."""
         if (c is None) != (self.context == 0):
             raise ValueError(f"this coupling expects a context of {self.context} features, got {c!r:.40}")
         return CouplingTransform(partial(self._spline, c), self.mask)

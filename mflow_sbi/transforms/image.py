@@ -437,6 +437,7 @@ class ImageFlow(LazyTransform):
         self.head = nn.Parameter(torch.eye(self.head_features))  # L U packed as in zuko, identity at start
 
     def forward(self, c: Tensor | None = None) -> Transform:
+        """The multi-scale transform for the context c (None without a context)."""
         if (c is None) != (self.context == 0):
             raise ValueError(f"this flow expects a context of {self.context} features, got {'none' if c is None else tuple(c.shape)}")
         multiscale = MultiScaleTransform([level(c) for level in self.levels], self.shapes)

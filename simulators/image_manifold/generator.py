@@ -192,6 +192,7 @@ class StyleGAN2Generator(nn.Module):
 
     @property
     def resolution(self) -> int:
+        """Output image side length in pixels."""
         return self.config.resolution
 
     def mapping(self, z: Tensor) -> Tensor:
@@ -208,6 +209,7 @@ class StyleGAN2Generator(nn.Module):
         return rgb
 
     def forward(self, z: Tensor) -> Tensor:
+        """Images G(z) = synthesis(mapping(z)) for latents z (batch, style_dim) -> (batch, 3, R, R)."""
         if z.ndim != 2 or z.shape[1] != self.config.style_dim:
             raise ValueError(f"z must have shape (batch, {self.config.style_dim}), got {tuple(z.shape)}")
         return self.synthesis(self.mapping(z))

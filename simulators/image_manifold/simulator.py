@@ -206,4 +206,5 @@ class ImageManifold(Simulator):
         return self._finish(u, generator), gold
 
     def check_x(self, x: Tensor) -> Tensor:
+        """x validated as images (batch, C, H, W) of this simulator's shape."""
         return check_images("x", x, self.image_shape)

@@ -122,6 +122,7 @@ class LHCLike(Simulator):
 
     @property
     def settings_key(self) -> str:
+        """The hash of the cuts, proposal and pool settings that keys the on-disk cache."""
         return normalization.settings_key(self.cuts, self.proposal, self.pool_draws, self.pool_seed)
 
     # ---- rates and joint quantities ------------------------------------------------------------
@@ -381,6 +382,7 @@ class LHCLike(Simulator):
         return pd.DataFrame(x.detach().cpu().numpy(), columns=list(self.observable_names))
 
     def check_x(self, x: Tensor) -> Tensor:
+        """x validated as (batch, 40) observables."""
         check_matrix("x", x, self.data_dim)
         return x
 
