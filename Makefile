@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo notebooks test test-all clean
 
 $(BIN)/mflow-sbi: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ setup: $(BIN)/mflow-sbi
 
 demo: setup
 	$(BIN)/mflow-sbi demo
+
+notebooks: setup
+	$(BIN)/pip install --quiet -e ".[notebooks]"
+	$(BIN)/jupyter lab notebooks/
 
 test: setup
 	$(BIN)/python -m pytest -q
