@@ -31,7 +31,7 @@ def contains(results: dict, name: str, truth: float, width: float = 3.0) -> bool
 
 def test_01_polynomial_surface(tmp_path, monkeypatch):
     results, figures = execute("01_polynomial_surface.ipynb", tmp_path, monkeypatch)
-    assert figures >= 5  # manifold, samples, reconstruction, posteriors
+    assert figures >= 4  # manifold, samples, reconstruction, posteriors
     truth = results["true_theta"]
     assert contains(results, "exact", truth) and contains(results, "M-flow", truth) and contains(results, "AF", truth)
     assert results["distances"]["simulator"] < 1e-4 < results["distances"]["M-flow"]
