@@ -29,20 +29,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import torch
+from threadpoolctl import threadpool_limits
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+from mflow_sbi.diagnostics import diagnostics_table, log_posterior_at_true_theta, mmd_squared, plot_images, summarize_table
+from mflow_sbi.inference import ObservedLikelihood, grid_posterior
+from mflow_sbi.models import ConditionalModel, build_model
+from mflow_sbi.training import TrainingConfig, train
+from simulators import ImageManifold
 
-from mflow_sbi.diagnostics import diagnostics_table, log_posterior_at_true_theta, mmd_squared, summarize_table  # noqa: E402
-from mflow_sbi.inference import ObservedLikelihood, grid_posterior  # noqa: E402
-from mflow_sbi.models import ConditionalModel, build_model  # noqa: E402
-from mflow_sbi.training import TrainingConfig, train  # noqa: E402
-from simulators import ImageManifold  # noqa: E402
-
-from _study_results import ResultsFile, summary_cell  # noqa: E402  (benchmarks/, the script's folder)
+from _study_results import ResultsFile, summary_cell  # benchmarks/, the script's folder
 
 PROFILES = {
     "smoke": {"resolution": 16, "simulations": 200, "epochs": 1, "seeds": 1, "batch_size": 50,
@@ -94,22 +90,6 @@ def per_image_seconds(function, n: int, device: torch.device = torch.device("cpu
         function()
     synchronize()
     return (time.perf_counter() - start) / n
-
-
-def image_grid(path: Path, rows: dict[str, torch.Tensor]) -> None:
-    """One row of images per entry; pixel values in [-0.5, 0.5] shown as [0, 1]."""
-    columns = max(len(images) for images in rows.values())
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.3 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows.items()):
-        for c in range(columns):
-            axis = axes[r, c]
-            axis.axis("off")
-            if c < len(images):
-                axis.imshow((images[c].detach().float().cpu() + 0.5).clamp(0, 1).permute(1, 2, 0).numpy())
-        axes[r, 0].set_title(label, fontsize=7, loc="left")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageManifold, output: Path, name: str, device: torch.device) -> dict:
@@ -164,7 +144,7 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
     row["fast_density_s_per_image"] = per_image_seconds(lambda: model.log_prob(few, true_theta[:4], exact=False), len(few), device)
 
     if seed == 0:
-        image_grid(output / f"{name}_{model_name}.png", {
+        plot_images(output / f"{name}_{model_name}.png", {
             f"{label}: generated at θ = {settings.true_theta}": generated,
             "test images": test,
             f"{label}: projections": projected,

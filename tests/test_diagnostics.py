@@ -1,9 +1,10 @@
 """Diagnostics: pooled MMD against sbi, C2ST, log posterior at the true θ, reconstruction error,
-manifold distance, OOD AUC, SBC / TARP through sbi, the DataFrame collection and the plot.
+manifold distance, OOD AUC, SBC / TARP through sbi, the DataFrame collection and the plots.
 (MMD ≈ 0 for one distribution and growing with a shift is tested in test_inference.py.)"""
 
 import math
 
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +23,7 @@ from mflow_sbi.diagnostics import (
     negative_log_likelihood,
     ood_auc,
     ood_aucs,
+    plot_images,
     plot_posteriors,
     reconstruction_error,
     sbc_checks,
@@ -286,6 +288,18 @@ def test_plot_posteriors_draws_a_corner_plot_for_three_parameters(tmp_path):
     assert path.exists() and path.stat().st_size > 20_000
     with pytest.raises(ValueError, match="true_theta must hold 3 finite numbers"):
         plot_posteriors(tmp_path / "p.png", {"model": exact}, true_theta=[0.0])
+
+
+def test_plot_images_draws_rows_of_images(tmp_path):
+    red = torch.full((3, 3, 8, 8), -0.5)
+    red[:, 0] = 0.5  # pixel values in [-0.5, 0.5]: pure red
+    path = plot_images(tmp_path / "grid" / "images.png", {"red": red, "noise": torch.rand(5, 3, 8, 8) - 0.5}, title="rows")
+    pixels = matplotlib.image.imread(path)[..., :3].reshape(-1, 3)
+    assert ((pixels[:, 0] > 0.95) & (pixels[:, 1:] < 0.05).all(1)).sum() >= 3 * 64  # the red images are drawn
+    with pytest.raises(ValueError, match="row 'gray' must be a non-empty batch of RGB images"):
+        plot_images(tmp_path / "bad.png", {"gray": torch.zeros(2, 1, 8, 8)})
+    with pytest.raises(ValueError, match="rows is empty"):
+        plot_images(tmp_path / "bad.png", {})
 
 
 # ---- bad input ---------------------------------------------------------------------------------

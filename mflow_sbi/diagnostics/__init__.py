@@ -11,7 +11,7 @@ from mflow_sbi.diagnostics.manifold import (
     reconstruction_error,
 )
 from mflow_sbi.diagnostics.mmd import median_distance, mmd_squared
-from mflow_sbi.diagnostics.plots import plot_posteriors
+from mflow_sbi.diagnostics.plots import plot_images, plot_posteriors
 from mflow_sbi.diagnostics.posterior import c2st, log_posterior_at_true_theta, posterior_samples
 from mflow_sbi.diagnostics.table import diagnostics_table, summarize_table
 
@@ -26,6 +26,7 @@ __all__ = [
     "negative_log_likelihood",
     "ood_auc",
     "ood_aucs",
+    "plot_images",
     "plot_posteriors",
     "posterior_samples",
     "reconstruction_distances",

@@ -1,4 +1,4 @@
-"""Posterior comparison plots: model posteriors against the exact posterior and the true θ."""
+"""Diagnostic plots: model posteriors against the exact posterior and the true θ; rows of images."""
 
 from __future__ import annotations
 
@@ -140,6 +140,27 @@ def _corner(drawn: dict[str, Posterior], colors: dict[str, str], true_theta: Ten
                 ax.set_ylabel(names[row])
     axes[0][-1].legend(*axes[0][0].get_legend_handles_labels(), loc="upper right")  # in the empty corner
     return figure
+
+
+def plot_images(path: str | Path, rows: Mapping[str, Tensor], title: str | None = None) -> Path:
+    """Draw one row of images per entry (label -> (batch, 3, H, W), pixel values in [-0.5, 0.5]
+    shown as [0, 1], e.g. generated images, test images, projections, residuals) and save the
+    figure to `path`."""
+    if not rows:
+        raise ValueError("rows is empty")
+    for label, images in rows.items():
+        if images.dim() != 4 or images.shape[1] != 3 or len(images) == 0:
+            raise ValueError(f"row {label!r} must be a non-empty batch of RGB images (batch, 3, H, W), got shape {tuple(images.shape)}")
+    columns = max(len(images) for images in rows.values())
+    figure = Figure(figsize=(1.2 * columns, 1.3 * len(rows)), layout="tight")
+    axes = figure.subplots(len(rows), columns, squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(columns):
+            axes[r, c].axis("off")
+            if c < len(images):
+                axes[r, c].imshow((images[c].detach().float().cpu() + 0.5).clamp(0, 1).permute(1, 2, 0).numpy())
+        axes[r, 0].set_title(label, fontsize=7, loc="left")
+    return _save(figure, path, title)
 
 
 def _save(figure: Figure, path: str | Path, title: str | None) -> Path:
