@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from mflow_sbi.cli_commands import benchmark, demo, evaluate, infer, simulate, train
 from mflow_sbi.training import NonFiniteLossError
 
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mflow-sbi", description="Simulation-based inference with manifold-learning flows.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    parser.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads for the whole run (default: torch's choice)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
@@ -33,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; user mistakes print one line `mflow-sbi: error: ...` and return 2."""
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         result = args.run(args)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         print(f"mflow-sbi: error: {' '.join(str(error).split())}", file=sys.stderr)

@@ -7,17 +7,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # no pyplot: no backend to set, no global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from mflow_sbi.diagnostics import mmd_squared  # noqa: E402
-from mflow_sbi.inference import GridPosterior, ObservedLikelihood, grid_posterior  # noqa: E402
-from mflow_sbi.models import MFlow  # noqa: E402
-from mflow_sbi.training import TrainingConfig, save_model, train  # noqa: E402
-from simulators import PolynomialSurface  # noqa: E402
+from mflow_sbi.diagnostics import mmd_squared
+from mflow_sbi.inference import GridPosterior, ObservedLikelihood, grid_posterior
+from mflow_sbi.models import MFlow
+from mflow_sbi.simulator import Simulator, build_simulator
+from mflow_sbi.training import TrainingConfig, save_model, train
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,7 @@ def run_demo(settings: DemoSettings) -> dict:
     """Simulate, train, infer; print and return the figures, write a plot and a checkpoint."""
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
-    simulator = PolynomialSurface()
+    simulator = build_simulator("polynomial_surface")
     theta, x = simulator.simulate_joint(settings.simulations, seed=settings.seed)
     print(f"simulated {len(x)} events of the polynomial surface (θ ~ U(-1, 1))")
 
@@ -87,8 +84,8 @@ def run_demo(settings: DemoSettings) -> dict:
     return results
 
 
-def _plot(path: Path, simulator: PolynomialSurface, test_x, generated, exact: GridPosterior, learned: GridPosterior, true_theta: float) -> None:
-    figure = plt.figure(figsize=(11, 4.5))
+def _plot(path: Path, simulator: Simulator, test_x, generated, exact: GridPosterior, learned: GridPosterior, true_theta: float) -> None:
+    figure = Figure(figsize=(11, 4.5))
     ax = figure.add_subplot(1, 2, 1, projection="3d")
     ax.scatter(*test_x.T, s=2, alpha=0.3, label="simulator")
     ax.scatter(*generated.T, s=2, alpha=0.3, label="M-flow samples")
@@ -103,4 +100,3 @@ def _plot(path: Path, simulator: PolynomialSurface, test_x, generated, exact: Gr
     ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

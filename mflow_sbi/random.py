@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -12,3 +15,12 @@ def sample_distribution(distribution: torch.distributions.Distribution, n: int, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
         return distribution.sample((n,))
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run with torch's global RNG seeded by `seed` (e.g. to initialize weights from a config),
+    restoring the caller's global random state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield

@@ -26,6 +26,22 @@ def check_matrix(name: str, value: Tensor, columns: int | None = None) -> Tensor
     return value
 
 
+def check_event(name: str, value: Tensor, event_shape: tuple[int, ...]) -> Tensor:
+    """Return `value` if it is a finite floating-point batch of events, (batch, *event_shape)."""
+    if len(event_shape) == 1:
+        return check_matrix(name, value, event_shape[0])
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if tuple(value.shape[1:]) != tuple(event_shape) or value.ndim != len(event_shape) + 1:
+        raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, event_shape))}), got {tuple(value.shape)}")
+    if not torch.isfinite(value).all():
+        bad = (~torch.isfinite(value)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name} contains NaN or infinite values (events {bad}...)")
+    return value
+
+
 def check_same_batch(**tensors: Tensor) -> int:
     """The common leading (batch) size of the tensors; raises unless they all share it."""
     sizes = {name: t.shape[0] for name, t in tensors.items()}

@@ -1,11 +1,8 @@
-"""Simulator adapters behind one protocol (`Simulator`), with ground truth where it is known."""
+"""Simulator adapters, clients of the protocol `mflow_sbi.simulator.Simulator`, with ground
+truth where it is known."""
 
-from simulators.base import GoldData, Simulator
+from simulators.image_manifold import ImageManifold
 from simulators.lhc_like import LHCLike
 from simulators.polynomial_surface import PolynomialSurface
 
-__all__ = ["GoldData", "Simulator", "LHCLike", "PolynomialSurface"]
-
-from simulators.image_manifold import ImageManifold  # noqa: E402
-
-__all__ += ["ImageManifold"]
+__all__ = ["ImageManifold", "LHCLike", "PolynomialSurface"]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from mflow_sbi.inference.grid import GridPosterior
-from simulators.base import Simulator, as_generator
+from mflow_sbi.simulator import Simulator, as_generator
 
 # a_ij in scikit-learn's PolynomialFeatures(5) order: by degree, then from the highest power of z0.
 COEFFICIENTS = (
@@ -47,9 +47,11 @@ def width(theta: Tensor) -> Tensor:
 class PolynomialSurface(Simulator):
     """The polynomial-surface mixture, with its exact likelihood, posterior and manifold."""
 
+    name = "polynomial_surface"
     theta_dim = 1
     data_dim = 3
     manifold_dim = 2
+    theta_names = ("theta",)
 
     def __init__(self) -> None:
         self.rotation = torch.tensor(ROTATION, dtype=torch.float64)
@@ -185,6 +187,10 @@ class PolynomialSurface(Simulator):
         log_likelihood = self.log_prob_coordinates(z.repeat(len(grid), 1), pairs_theta)
         log_likelihood = log_likelihood.view(len(grid), len(z)).sum(-1)
         return GridPosterior(grid, log_likelihood + self.prior.log_prob(grid).double())
+
+    def exact_grid_posterior(self, x_observed: Tensor) -> GridPosterior:
+        """`exact_posterior` at its default resolution (the protocol's reference posterior)."""
+        return self.exact_posterior(x_observed)
 
     # ---- sampling -----------------------------------------------------------------------------
     def sample_coordinates(self, theta: Tensor, generator: torch.Generator) -> Tensor:

@@ -1,12 +1,15 @@
 """The command line on tiny budgets: the demo, the simulate → train → infer → evaluate chain on
-both simulators (SCANDAL and ALICES on lhc_like), benchmark --list, and one-line errors."""
+both simulators (SCANDAL and ALICES on lhc_like) and on a user's own simulator found by
+module:Class, benchmark --list, and one-line errors."""
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mflow_sbi.cli import main
 from mflow_sbi.cli_commands.train import load_config, model_config, training_config
@@ -105,12 +108,15 @@ def test_polynomial_surface_chain(tmp_path, capsys, monkeypatch):
 def test_lhc_like_scandal_and_alices(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MFLOW_SBI_CACHE", str(tmp_path / "cache"))
-    lhc = ["--n-params", "2", "--pool-draws", "1000"]
+    lhc = ["--option", "n_params=2", "--option", "pool_draws=1000"]
     assert main(["simulate", "lhc_like", "--n", "100", *lhc, "--alices-reference", "--output", "data"]) == 0  # warns: tiny pool
     assert main(["simulate", "lhc_like", "--n", "5", "--theta", "0.2", "0", "--seed", "1", "--name", "observed", *lhc, "--output", "data"]) == 0
     capsys.readouterr()
     with np.load("data/data.npz") as stored:
         assert stored["joint_score"].shape == (100, 2) and stored["x_reference"].shape == (100, 40)
+        assert json.loads(str(stored["metadata"]))["observable_names"][0] == "a1_E"  # the simulator's own metadata too
+    spec = json.loads(Path("data/observed.json").read_text())["simulator_spec"]
+    assert spec == {"name": "lhc_like", "options": {"tier": "hadron", "n_params": 2, "pool_draws": 1000, "pool_seed": 0}}
 
     tiny = "{layers = 1, bins = 4, hidden = 8, blocks = 1}"
     Path("scandal.toml").write_text(
@@ -123,6 +129,78 @@ def test_lhc_like_scandal_and_alices(tmp_path, capsys, monkeypatch):
     assert written(capsys.readouterr().out) == {"model.pt", "history.csv", "standardization.npz"}
     assert main(["infer", "--checkpoint", "alices/model.pt", "--observed", "data/observed.npz", *TINY_MCMC, "--output", "infer"]) == 0
     assert written(capsys.readouterr().out) == {"posterior.nc", "summary.csv", "posterior.png"}
+
+
+USER_SIMULATOR = textwrap.dedent('''\
+    """A simulator outside the package: x = (u1, u2, u1 u2) with u ~ N(θ (1, 1), noise² I)."""
+
+    import torch
+
+    from mflow_sbi.simulator import Simulator, as_generator
+
+
+    class Saddle(Simulator):
+        theta_dim, data_dim, manifold_dim = 1, 3, 2
+
+        def __init__(self, noise: float = 0.5) -> None:
+            self.noise = noise
+
+        @property
+        def prior(self):
+            return torch.distributions.Independent(torch.distributions.Uniform(torch.tensor([-1.0]), torch.tensor([1.0])), 1)
+
+        @property
+        def config(self):
+            return {"noise": self.noise}
+
+        def _simulate(self, theta, generator):
+            u = theta + self.noise * torch.randn(len(theta), 2, generator=generator, dtype=theta.dtype)
+            return torch.cat([u, u.prod(-1, keepdim=True)], -1)
+
+        def exact_posterior_samples(self, x_observed, n, seed=0):
+            """The prior U(-1, 1) times N(θ; mean of all u, noise² / 2m), by its inverse CDF."""
+            u = x_observed[:, :2].double()
+            mean, sd = u.mean(), self.noise / u.numel() ** 0.5
+            low, high = torch.special.ndtr((torch.tensor([-1.0, 1.0], dtype=torch.float64) - mean) / sd)
+            uniform = torch.rand(n, 1, generator=as_generator(seed), dtype=torch.float64)
+            return mean + sd * torch.special.ndtri(low + uniform * (high - low))
+''')
+
+USER_YAML = MFLOW_YAML.replace("standardize: true\n", "")  # the model's own default either way
+
+
+def test_a_users_own_simulator_runs_the_whole_chain(tmp_path, capsys, monkeypatch):
+    (tmp_path / "user_saddle_simulator.py").write_text(USER_SIMULATOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    name, options = "user_saddle_simulator:Saddle", ["--option", "noise=0.3"]
+    assert main(["simulate", name, *options, "--n", "300", "--output", "data"]) == 0
+    assert main(["simulate", name, *options, "--n", "10", "--theta", "0.4", "--seed", "1", "--name", "observed", "--output", "data"]) == 0
+    description = json.loads(Path("data/observed.json").read_text())
+    assert description["simulator_spec"] == {"name": name, "options": {"noise": 0.3}} and description["theta_names"] == ["theta_0"]
+    assert description["arrays"] == {"x": [10, 3], "theta": [10, 1]}
+
+    Path("mflow.yaml").write_text(USER_YAML)
+    assert main(["train", "--config", "mflow.yaml", "--output", "train", "--quiet"]) == 0
+    infer = ["infer", "--checkpoint", "train/model.pt", "--observed", "data/observed.npz", *TINY_MCMC, "--output", "infer"]
+    assert main(infer) == 0
+    assert main(["evaluate", "--samples", "infer/posterior.nc", "--max-samples", "200", "--output", "evaluate"]) == 0
+    capsys.readouterr()
+    table = pd.read_csv("evaluate/evaluation.csv")
+    assert list(table["posterior"]) == ["posterior.nc", "reference (exact)"] and table.loc[1, "samples"] == 200
+    assert 0 <= table.loc[0, "c2st"] <= 1 and np.isfinite(table["log_posterior_at_true_theta"]).all()
+
+    # the recorded spec rebuilt the simulator with its option: a wrong one changes the reference
+    assert main(["evaluate", "--samples", "infer/posterior.nc", "--option", "noise=3", "--max-samples", "200", "--output", "wide"]) == 0
+    assert pd.read_csv("wide/evaluation.csv").loc[0, "mmd_squared"] != table.loc[0, "mmd_squared"]
+
+
+def test_threads_option_sets_torch_threads_once(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    assert main(["--threads", str(threads), "simulate", "polynomial_surface", "--n", "5", "--output", str(tmp_path)]) == 0
+    assert torch.get_num_threads() == threads
+    assert main(["--threads", "0", "simulate", "polynomial_surface", "--output", str(tmp_path)]) == 2
+    assert "--threads must be ≥ 1" in capsys.readouterr().err
 
 
 def test_benchmark_list(capsys):
@@ -138,6 +216,7 @@ def workspace(tmp_path_factory) -> Path:
     assert main(["simulate", "polynomial_surface", "--n", "50", "--output", str(folder)]) == 0
     save_model(folder / "model.pt", MFlow(3, 1, 2, outer=TINY_FLOW, inner=TINY_FLOW), {"simulator_spec": {"name": "polynomial_surface"}})
     np.save(folder / "four_columns.npy", np.zeros((5, 4), dtype=np.float32))
+    np.save(folder / "samples.npy", np.zeros((20, 1)))
     configs = {
         "bad_key.yaml": "data: data.npz\nmodel: {model: mflow, latent_dim: 2}\ntrainin: {epochs: 1}\n",
         "bad_flow_key.yaml": "data: data.npz\nmodel: {model: mflow, latent_dim: 2, inner: {layer: 2}}\n",
@@ -165,6 +244,15 @@ def workspace(tmp_path_factory) -> Path:
         (["train", "--config", "{w}/bad_type.yaml"], "training.epochs must be of type int"),
         (["train", "--config", "{w}/scandal.yaml", "--data", "{w}/missing.npz"], "data file"),
         (["simulate", "polynomial_surface", "--theta", "3"], "outside the prior support"),
+        (["simulate", "polynomial_surfac"], "unknown simulator 'polynomial_surfac': not a registered name"),
+        (["simulate", "no_such_module_xyz:Sim"], "cannot import module 'no_such_module_xyz'"),
+        (["simulate", "mflow_sbi.simulator:Nope"], "has no class 'Nope'"),
+        (["simulate", "mflow_sbi.simulator:as_generator"], "not a subclass of mflow_sbi.simulator.Simulator"),
+        (["simulate", "polynomial_surface", "--option", "tier"], "--option needs KEY=VALUE"),
+        (["simulate", "polynomial_surface", "--option", "tier=parton"], "cannot build simulator 'polynomial_surface'"),
+        (["simulate", "lhc_like", "--option", "tier=reco"], "tier must be one of"),
+        (["simulate", "polynomial_surface", "--alices-reference"], "--alices-reference: polynomial_surface provides no reference events"),
+        (["evaluate", "--samples", "{w}/samples.npy", "--simulator", "polynomial_surface", "--observed", "{w}/four_columns.npy"], "shape mismatch"),
         (["infer", "--checkpoint", "{w}/model.pt", "--observed", "{w}/four_columns.npy"], "shape mismatch"),
         (["infer", "--checkpoint", "{w}/model.pt", "--observed", "{w}/data.json"], "must end in one of .npz, .npy"),
         (["infer", "--checkpoint", "{w}/missing.pt", "--observed", "{w}/data.npz"], "does not exist"),

@@ -95,6 +95,14 @@ def test_exact_posterior_from_images_recovers_it_from_latents(sim2):
     assert float(from_images.std()) == pytest.approx(float(from_latents.std()), rel=0.01)
 
 
+def test_config_lists_the_constructor_arguments():
+    simulator = ImageManifold(manifold_dim=3, resolution=16, latent_seed=4, quantize=True)
+    assert simulator.config == {
+        "manifold_dim": 3, "resolution": 16, "latent_seed": 4, "scale_slope": 0.25, "output_gain": 0.5, "quantize": True,
+    }  # fmt: skip
+    assert simulator.theta_names == ("theta",) and simulator.name == "image_manifold"
+
+
 def test_manifold_density_and_injectivity(sim2):
     u = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for ui, value in zip(u, sim2.log_det_metric(u)):
@@ -133,6 +141,8 @@ def test_bad_input_raises(sim2):
         sim2.simulate(torch.zeros(2))
     with pytest.raises(ValueError, match="exactly one"):
         sim2.exact_posterior()
+    with pytest.raises(ValueError, match="given generator"):
+        sim2.config  # its generator's weights are no constructor option
     with pytest.raises(ValueError, match="u must have"):
         sim2.render(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="z must have"):

@@ -1,20 +1,40 @@
-"""Grid posteriors, the cached-encoding likelihood table, and posterior MMD."""
+"""Grid posteriors, the cached-encoding likelihood table, MCMC and posterior MMD."""
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import perturb
 from mflow_sbi.diagnostics import median_distance, mmd_squared
 from mflow_sbi.inference import GridPosterior, ObservedLikelihood, grid_posterior, mcmc_posterior
-from mflow_sbi.models import MFlow, PIE
+from mflow_sbi.models import PAE, PIE, AmbientFlow, MFlow
 from mflow_sbi.transforms import FlowConfig
 from simulators import PolynomialSurface
 
 SMALL = FlowConfig(layers=2, bins=4, hidden=16, blocks=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def standardized(model, x_scale: float = 3.0, x_shift: float = 1.0, theta_scale: float = 2.0, theta_shift: float = 0.5):
+    """`model` with its standardization fitted to data far from standard units, so that every
+    raw-unit path (the cache of `likelihood` included) has to apply it."""
+    generator = torch.Generator().manual_seed(11)
+    x = x_shift + x_scale * torch.randn(200, *model.event_shape, generator=generator, dtype=torch.float64)
+    theta = theta_shift + theta_scale * torch.randn(200, model.theta_dim, generator=generator, dtype=torch.float64)
+    model.fit_standardization(x, theta)
+    return model
+
+
 def test_fast_table_equals_exact_up_to_a_per_event_constant():
-    model = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL)).eval()
+    model = standardized(perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL))).eval()
     x = torch.randn(7, 3, dtype=torch.float64)
     theta = torch.linspace(-1, 1, 5, dtype=torch.float64).unsqueeze(1)
     fast = ObservedLikelihood(model, x).table(theta)
@@ -23,21 +43,40 @@ def test_fast_table_equals_exact_up_to_a_per_event_constant():
     difference = exact - fast
     torch.testing.assert_close(difference, difference[:1].expand_as(difference))
     assert difference.abs().max() > 1e-3  # the Jacobian term is really there
-    # the same entries as pairwise log_prob calls
+    # the same entries as pairwise log_prob calls, exact and fast
     torch.testing.assert_close(exact[3], model.log_prob(x, theta[3].expand(7, 1)).detach())
+    torch.testing.assert_close(fast[3], model.log_prob(x, theta[3].expand(7, 1), exact=False).detach())
+    # the estimator's own constructor of the cache is the same object
+    torch.testing.assert_close(model.likelihood(x, exact=True).table(theta), exact)
+    torch.testing.assert_close(model.likelihood(x).table(theta), fast)
 
 
-def test_table_uses_full_density_when_the_encoder_needs_theta():
-    model = perturb(PIE(3, 1, 2, conditional_manifold=True, outer=SMALL, inner=SMALL)).eval()
+@pytest.mark.parametrize("make", [lambda: AmbientFlow(3, 1, inner=SMALL), lambda: PIE(3, 1, 2, outer=SMALL, inner=SMALL)])
+def test_fast_table_of_ambient_flows_equals_exact_up_to_a_per_event_constant(make):
+    model = standardized(perturb(make())).eval()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    theta = torch.linspace(-1, 1, 4, dtype=torch.float64).unsqueeze(1)
+    fast, exact = ObservedLikelihood(model, x).table(theta), ObservedLikelihood(model, x, exact=True).table(theta)
+    difference = exact - fast
+    torch.testing.assert_close(difference, difference[:1].expand_as(difference))
+    assert difference.abs().max() > 1e-3  # the flow's Jacobian and the standardization's are there
+    with torch.no_grad():
+        torch.testing.assert_close(exact[2], model.log_prob(x, theta[2].expand(6, 1)))
+
+
+def test_table_uses_full_density_when_the_manifold_needs_theta():
+    model = standardized(perturb(PIE(3, 1, 2, conditional_manifold=True, outer=SMALL, inner=SMALL))).eval()
+    assert model.manifold_depends_on_theta
     x = torch.randn(4, 3, dtype=torch.float64)
     theta = torch.randn(3, 1, dtype=torch.float64)
     table = ObservedLikelihood(model, x, chunk_size=5).table(theta)
     torch.testing.assert_close(table[1], model.log_prob(x, theta[1].expand(4, 1)).detach())
+    torch.testing.assert_close(table[2], model.log_prob(x, theta[2].expand(4, 1), exact=False).detach())
 
 
 def test_grid_posterior_of_model_matches_brute_force():
     simulator = PolynomialSurface()
-    model = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=0.1).eval()
+    model = standardized(perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=0.1)).eval()
     x = simulator.simulate(torch.zeros(5, 1), seed=0).double()
     posterior = grid_posterior(ObservedLikelihood(model, x), simulator.prior, resolution=21, dtype=torch.float64)
     assert posterior.grid.shape == (21, 1) and float(posterior.probabilities.sum()) == pytest.approx(1.0)
@@ -97,7 +136,7 @@ def test_mmd_rejects_bad_input():
 
 
 def test_log_ratio_identity_on_the_fast_path_equals_exact_density_differences():
-    model = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL)).eval()
+    model = standardized(perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL))).eval()
     x = torch.randn(6, 3, dtype=torch.float64)
     theta0 = torch.tensor([[-0.5], [0.2], [0.9]], dtype=torch.float64)
     theta1 = torch.tensor([[0.1], [0.2], [-0.7]], dtype=torch.float64)
@@ -134,16 +173,28 @@ def test_mcmc_matches_a_conjugate_gaussian_posterior():
     def log_likelihood(theta):
         return torch.distributions.Normal(theta, 1.0).log_prob(x).sum(-1)
 
-    result = mcmc_posterior(log_likelihood, prior, draws=500, walkers=32, burn_in=100, thin=2, progress=False, observed=x.unsqueeze(1))
+    result = mcmc_posterior(
+        log_likelihood, prior, draws=500, walkers=32, burn_in=100, thin=2, progress=False, observed=x.unsqueeze(1), parameter_names=["mu"]
+    )
     mean, sd = float(x.sum() / 6), (1 / 6) ** 0.5
     assert result.samples.shape == (500 * 32, 1)
     assert float(result.samples.mean()) == pytest.approx(mean, abs=0.03)
     assert float(result.samples.std()) == pytest.approx(sd, rel=0.05)
     summary = result.summary()
     assert {"mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat"} <= set(summary.columns)
+    assert summary.index.tolist() == ["theta[mu]"]  # the parameter's name labels its row
+    assert summary.loc["theta[mu]", "mean"] == pytest.approx(mean, abs=0.03)
     assert summary["r_hat"].max() < 1.05 and result.effective_sample_size > 1000
-    assert set(result.inference_data.groups()) >= {"posterior", "sample_stats", "observed_data"}
-    assert result.inference_data.posterior["theta"].shape == (32, 500, 1)
+    data = result.inference_data
+    assert set(data.groups()) >= {"posterior", "sample_stats", "observed_data"}
+    assert data.posterior["theta"].shape == (32, 500, 1) and data.posterior["theta"].dims == ("chain", "draw", "parameter")
+    assert data.posterior["parameter"].values.tolist() == ["mu"]
+    # lp is the log posterior of each kept draw (walker, draw), here known in closed form
+    theta = torch.as_tensor(data.posterior["theta"].values, dtype=torch.float64)  # (walkers, draws, 1)
+    lp = prior.log_prob(theta) + torch.distributions.Normal(theta, 1.0).log_prob(x).sum(-1)
+    np.testing.assert_allclose(data.sample_stats["lp"].values, lp.numpy(), rtol=1e-10, atol=1e-10)
+    # thinned draws are the samples, walker by walker
+    torch.testing.assert_close(result.samples.reshape(500, 32, 1).transpose(0, 1), theta)
 
 
 def test_mcmc_respects_the_prior_support():
@@ -158,6 +209,39 @@ def test_mcmc_respects_the_prior_support():
     assert ((result.samples >= 0) & (result.samples <= 1)).all()
     assert all(((t >= 0) & (t <= 1)).all() for t in seen)
     assert float(result.samples.mean()) == pytest.approx(0.5, abs=0.05)
+    # unnamed parameters are theta_0, theta_1, … in ArviZ
+    assert result.summary().index.tolist() == ["theta[theta_0]", "theta[theta_1]"]
+
+
+def test_mcmc_names_parameters_and_records_acceptance():
+    prior = torch.distributions.Independent(torch.distributions.Uniform(-3 * torch.ones(2), 3 * torch.ones(2)), 1)
+    target = torch.distributions.MultivariateNormal(torch.tensor([1.0, -0.5]), torch.tensor([[0.09, 0.0], [0.0, 0.25]]))
+    burn_in, draws, walkers = 30, 200, 16
+    result = mcmc_posterior(target.log_prob, prior, draws=draws, walkers=walkers, burn_in=burn_in, progress=False, parameter_names=("alpha", "beta"))
+    summary = result.summary()
+    assert summary.index.tolist() == ["theta[alpha]", "theta[beta]"]  # in θ's column order
+    assert summary.loc["theta[alpha]", "mean"] == pytest.approx(1.0, abs=0.1)
+    assert summary.loc["theta[beta]", "mean"] == pytest.approx(-0.5, abs=0.15)
+    stats = result.inference_data.sample_stats
+    accepted = stats["accepted"].values
+    assert accepted.shape == (walkers, draws) and accepted.dtype == bool
+    fraction = np.asarray(stats.attrs["acceptance_fraction"])
+    np.testing.assert_array_equal(fraction, result.acceptance_fraction)
+    assert 0.05 < fraction.mean() < 0.95  # a mixture of accepted and rejected moves
+    # the fraction counts burn-in steps too: per walker the kept draws' acceptances plus at most
+    # burn_in accepted burn-in steps make up the total
+    total = np.rint(fraction * (burn_in + draws))
+    kept = accepted.sum(1)
+    assert (kept <= total).all() and (total - kept <= burn_in).all()
+    assert accepted.mean() == pytest.approx(fraction.mean(), abs=0.05)
+    # a draw not accepted repeats the previous position of its walker
+    theta = result.inference_data.posterior["theta"].values
+    repeated = (theta[:, 1:] == theta[:, :-1]).all(-1)
+    np.testing.assert_array_equal(repeated, ~accepted[:, 1:])
+    with pytest.raises(ValueError, match="parameter_names must be 2 distinct names"):
+        mcmc_posterior(target.log_prob, prior, draws=5, walkers=8, burn_in=0, progress=False, parameter_names=["a"])
+    with pytest.raises(ValueError, match="parameter_names must be 2 distinct names"):
+        mcmc_posterior(target.log_prob, prior, draws=5, walkers=8, burn_in=0, progress=False, parameter_names=["a", "a"])
 
 
 def test_observed_likelihood_rejects_bad_input():
@@ -174,8 +258,6 @@ def test_observed_likelihood_rejects_bad_input():
         bounded.log_ratio(torch.tensor([[0.5]]), torch.tensor([[1.5]]))
     with pytest.raises(ValueError, match="same shape"):
         likelihood.log_ratio(torch.zeros(2, 1), torch.zeros(3, 1))
-    from mflow_sbi.models import PAE
-
     with pytest.raises(ValueError, match="no tractable density"):
         ObservedLikelihood(PAE(3, 1, 2), torch.zeros(2, 3), exact=True)
 

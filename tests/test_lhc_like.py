@@ -9,6 +9,7 @@ import torch
 
 from simulators import LHCLike
 from simulators.lhc_like import OBSERVABLE_NAMES, load_dataset, save_dataset, signed_delta_phi_jj
+from simulators.lhc_like.dataset import dataset_arrays
 from simulators.lhc_like import amplitudes, chart, kinematics, normalization, phase_space
 from simulators.lhc_like.kinematics import from_pt_eta, from_pt_rapidity, observables, sort_by_pt
 
@@ -321,17 +322,6 @@ def test_datasets_round_trip_with_metadata(hadron, tmp_path):
     assert torch.equal(again.x, dataset.x)  # same seed, same data set
 
 
-def test_standardization(hadron):
-    constants = hadron.standardization(n=2000, seed=1)
-    assert constants.x_mean.shape == constants.x_std.shape == (40,)
-    x = hadron.simulate(hadron.sample_prior(2000, seed=3).double(), seed=4)
-    standardized = constants.x(x)
-    assert standardized.mean(0).abs().max() < 0.5 and ((standardized.std(0) - 1).abs() < 0.5).all()
-    score = torch.randn(5, 3, dtype=torch.float64)
-    torch.testing.assert_close(constants.score(score), score)  # the prior N(0, I) is already standard
-    assert torch.equal(hadron.standardization(n=2000, seed=1).x_std, constants.x_std)  # cached
-
-
 def test_exact_posterior_runs_and_is_consistent(hadron):
     theta_true = torch.tensor([[0.5, 0.0, 0.0]], dtype=torch.float64)
     x = hadron.simulate(theta_true.expand(100, -1), seed=50)
@@ -390,12 +380,31 @@ def test_exact_mcmc_posterior_covers_the_truth(hadron):
         (lambda s: LHCLike("reco"), "tier"),
         (lambda s: LHCLike(n_params=4), "n_params"),
         (lambda s: s.simulate_dataset(5, seed=0, theta=torch.zeros(4, 3)), "n = 5 rows"),
-        (lambda s: s.exact_grid_posterior(torch.zeros(4, 40)), "n_params = 2"),
     ],
 )
 def test_bad_inputs_raise(call, match, hadron):
     with pytest.raises(ValueError, match=match):
         call(hadron)
+
+
+def test_protocol_methods(hadron, detector, hadron_sample):
+    assert hadron.name == "lhc_like" and hadron.theta_names == ("theta_1", "theta_2", "theta_3")
+    assert hadron.config == {"tier": "hadron", "n_params": 3, "pool_draws": POOL, "pool_seed": 0}
+    arrays = hadron.simulate_arrays(20, seed=5)  # the data-set file format, metadata included
+    expected = dataset_arrays(hadron.simulate_dataset(20, seed=5))
+    assert sorted(arrays) == sorted(expected) and all((arrays[k] == expected[k]).all() for k in expected)
+    fixed = hadron.simulate_arrays(4, seed=5, theta=torch.tensor([[0.2, 0.0, -0.1]]))
+    assert fixed["theta"].shape == (4, 3) and np.allclose(fixed["theta"], [0.2, 0.0, -0.1])
+    reference = hadron.simulate_reference_events(30, seed=5)
+    assert reference["x_reference"].shape == (30, 40) and reference["theta_reference"].shape == (30, 3)
+    assert reference["joint_log_ratio_reference"].shape == (30,)
+    _, x, _ = hadron_sample
+    samples = hadron.exact_posterior_samples(x[:20], 40, seed=1)
+    assert samples.shape == (40, 3) and torch.isfinite(samples).all()
+    with pytest.raises(NotImplementedError, match="n_params = 2"):
+        hadron.exact_grid_posterior(x[:20])
+    with pytest.raises(ValueError, match="no tractable likelihood"):
+        detector.exact_posterior_samples(x[:20], 40)
 
 
 def test_events_outside_the_support_are_rejected_by_the_posterior(hadron, hadron_sample):

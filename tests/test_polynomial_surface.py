@@ -74,6 +74,16 @@ def test_exact_posterior_matches_brute_force_and_normalizes():
     assert ((samples >= -1) & (samples <= 1)).all()
 
 
+def test_protocol_posteriors_are_the_exact_grid_posterior():
+    x = sim.simulate(torch.full((20, 1), 0.3), seed=1).double()
+    grid = sim.exact_grid_posterior(x)
+    assert torch.equal(grid.log_density, sim.exact_posterior(x).log_density)
+    samples = sim.exact_posterior_samples(x, 5000, seed=2)
+    assert samples.shape == (5000, 1) and torch.equal(samples, sim.exact_posterior_samples(x, 5000, seed=2))
+    assert float(samples.mean()) == pytest.approx(float(grid.mean()), abs=0.02)
+    assert sim.theta_names == ("theta",) and sim.config == {} and sim.name == "polynomial_surface"
+
+
 @pytest.mark.slow
 def test_exact_posterior_covers_the_truth_at_the_nominal_rate():
     inside = 0

@@ -10,6 +10,7 @@ from sbi.utils import BoxUniform
 from sbi.utils.metrics import c2st
 
 from conftest import perturb
+from mflow_sbi.baselines import RatioEstimator
 from mflow_sbi.diagnostics import mmd_squared
 from mflow_sbi.inference import (
     FastLikelihoodPotential,
@@ -21,15 +22,34 @@ from mflow_sbi.inference import (
     mcmc_posterior_for_sbi,
 )
 from mflow_sbi.models import PAE, PIE, AmbientFlow, MFlow
-from mflow_sbi.training import TrainingConfig, latent_negative_log_likelihood, reconstruction_loss, train
+from mflow_sbi.training import TrainingConfig, train
 from mflow_sbi.transforms import FlowConfig
 from simulators import PolynomialSurface
 
 SMALL = FlowConfig(layers=2, bins=4, hidden=16, blocks=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def standardized(model):
+    """`model` with its standardization fitted to data away from standard units (raw-unit paths
+    must apply it)."""
+    generator = torch.Generator().manual_seed(11)
+    x = 0.5 + 2.0 * torch.randn(200, *model.event_shape, generator=generator, dtype=torch.float64)
+    theta = -0.2 + 0.5 * torch.randn(200, model.theta_dim, generator=generator, dtype=torch.float64)
+    model.fit_standardization(x, theta)
+    return model
+
+
 def small_mflow(scale: float = 0.3) -> MFlow:
-    return perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=scale).eval()
+    return standardized(perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=scale)).eval()
 
 
 def test_estimator_log_prob_follows_sbi_shapes_and_equals_the_model_density():
@@ -67,18 +87,24 @@ def test_estimator_samples_have_sbi_shapes():
 def test_estimator_loss_is_the_alternating_md_loss_with_separated_gradients():
     model = small_mflow()
     estimator = ModelDensityEstimator(model, reconstruction_weight=10.0)
+    assert estimator.estimator is model
     x, theta = torch.randn(8, 3, dtype=torch.float64), torch.rand(8, 1, dtype=torch.float64)
     loss = estimator.loss(x, theta)
-    expected = 10.0 * reconstruction_loss(model, x, theta) + latent_negative_log_likelihood(model, x, theta)
+    expected = 10.0 * model.manifold_loss(x, theta) + model.density_loss(x, theta)
     torch.testing.assert_close(loss, expected)
+    # the estimator's own one-stage loss (sbi's contract) is the same with the default weight 1000
+    torch.testing.assert_close(model.loss(x, theta), 1000.0 * model.manifold_loss(x, theta) + model.density_loss(x, theta))
+    # the manifold term is the squared reconstruction error in standardized units
+    x_scale = model.standardization.x_scale
+    torch.testing.assert_close(model.manifold_loss(x, theta), (((x - model.project(x)) / x_scale) ** 2).sum(-1))
     loss.sum().backward()
     inner = [p.grad.clone() for p in model.density_parameters()]
     model.zero_grad()
-    latent_negative_log_likelihood(model, x, theta).sum().backward()  # h's gradient: the density term only
+    model.density_loss(x, theta).sum().backward()  # h's gradient: the density term only
     for got, want in zip(inner, [p.grad for p in model.density_parameters()]):
         torch.testing.assert_close(got, want)
     # ambient models train by maximum likelihood
-    af = perturb(AmbientFlow(3, 1, inner=SMALL))
+    af = standardized(perturb(AmbientFlow(3, 1, inner=SMALL)))
     torch.testing.assert_close(ModelDensityEstimator(af).loss(x, theta), -af.log_prob(x, theta))
 
 
@@ -149,7 +175,13 @@ def test_sbi_nle_workflow_end_to_end_with_our_mflow():
     builder = estimator_builder("mflow", latent_dim=2, outer=SMALL, inner=SMALL)
     inference = NLE(prior, density_estimator=builder, show_progress_bars=False)
     estimator = inference.append_simulations(theta, x).train(max_num_epochs=3, training_batch_size=100)
-    assert isinstance(estimator, ModelDensityEstimator) and isinstance(estimator.model, MFlow)
+    assert isinstance(estimator, ModelDensityEstimator) and isinstance(estimator.estimator, MFlow)
+    # the builder fitted the standardization to the training data sbi handed it
+    training = inference.train_indices
+    standardization = estimator.estimator.standardization
+    assert bool(standardization.fitted)
+    torch.testing.assert_close(standardization.x_shift, x[training].mean(0))
+    torch.testing.assert_close(standardization.theta_scale, theta[training].std(0))
     losses = inference.summary["validation_loss"]
     assert losses[-1] < losses[0]  # sbi's loop trained the manifold and the density
     x_o = simulator.simulate(torch.zeros(20, 1), seed=1)
@@ -171,11 +203,38 @@ def test_our_trained_model_in_sbis_posterior_and_sbc():
     assert dap_samples.shape == (8, 1)
 
 
+def test_builder_builds_from_the_registry_and_fits_the_standardization():
+    generator = torch.Generator().manual_seed(0)
+    theta = 3.0 + 2.0 * torch.rand(50, 1, generator=generator)
+    x = torch.randn(50, 3, generator=generator) * torch.tensor([1.0, 10.0, 0.1]) + 4.0
+    estimator = estimator_builder("mflow", latent_dim=2, outer=SMALL, inner=SMALL, seed=3)(theta, x)
+    assert isinstance(estimator, ModelDensityEstimator) and isinstance(estimator.estimator, MFlow)
+    model = estimator.estimator
+    assert model.config["data_dim"] == 3 and model.config["theta_dim"] == 1 and model.config["seed"] == 3
+    torch.testing.assert_close(model.standardization.x_shift, x.mean(0))
+    torch.testing.assert_close(model.standardization.x_scale, x.std(0))
+    torch.testing.assert_close(model.standardization.theta_shift, theta.mean(0))
+    # the same configuration without the builder: the same weights (seeded), now the same units too
+    twin = MFlow(3, 1, 2, outer=SMALL, inner=SMALL, seed=3)
+    twin.fit_standardization(x, theta)
+    with torch.no_grad():
+        torch.testing.assert_close(estimator.log_prob(x[:4], theta[:4]), twin.log_prob(x[:4], theta[:4]).unsqueeze(0))
+    af = estimator_builder("af", inner=SMALL)(theta, x).estimator
+    assert isinstance(af, AmbientFlow) and bool(af.standardization.fitted)
+    unstandardized = estimator_builder("mflow", latent_dim=2, outer=SMALL, inner=SMALL, standardize=False)(theta, x).estimator
+    assert not bool(unstandardized.standardization.fitted)
+    assert torch.equal(unstandardized.standardization.x_shift, torch.zeros(3))
+
+
 def test_plugin_rejects_bad_input():
-    with pytest.raises(ValueError, match="bad configuration"):
-        estimator_builder("mflow")(torch.zeros(10, 1), torch.zeros(10, 3))  # latent_dim missing
+    with pytest.raises(ValueError, match="bad configuration.*unknown arguments \\['depth'\\]"):
+        estimator_builder("mflow", latent_dim=2, depth=3)(torch.zeros(10, 1), torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="latent_dim must be < the data dimension 3"):
+        estimator_builder("mflow", latent_dim=3)(torch.zeros(10, 1), torch.zeros(10, 3))
     with pytest.raises(ValueError, match="unknown model"):
-        estimator_builder("nsf", latent_dim=2)(torch.zeros(10, 1), torch.zeros(10, 3))
+        estimator_builder("nsf", latent_dim=2)
+    with pytest.raises(ValueError, match="ratio estimator"):
+        ModelDensityEstimator(RatioEstimator(3, 1))
     with pytest.raises(ValueError, match="x \\(N, D\\)"):
         estimator_builder("mflow", latent_dim=2)(torch.zeros(10, 1), torch.zeros(10, 3, 2))
     with pytest.raises(ValueError, match="no tractable density"):
@@ -184,12 +243,15 @@ def test_plugin_rejects_bad_input():
     with pytest.raises(ValueError, match="Shape of input"):
         estimator.log_prob(torch.zeros(2, 4), torch.zeros(2, 1))
     with pytest.raises(ValueError, match="no observed data"):
-        FastLikelihoodPotential(estimator.model, PolynomialSurface().prior)(torch.zeros(2, 1))
-    with pytest.raises(ValueError, match="expected one of our models"):
+        FastLikelihoodPotential(estimator.estimator, PolynomialSurface().prior)(torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="expected one of our estimators"):
         mcmc_posterior_for_sbi(torch.nn.Linear(2, 2), PolynomialSurface().prior)
     with pytest.raises(ValueError, match="x_observed holds no events"):
-        FastLikelihoodPotential(estimator.model, PolynomialSurface().prior, torch.zeros(0, 3))
+        FastLikelihoodPotential(estimator.estimator, PolynomialSurface().prior, torch.zeros(0, 3))
     # a model whose manifold needs θ still works through the same estimator (full density)
-    pie = perturb(PIE(3, 1, 2, conditional_manifold=True, outer=SMALL, inner=SMALL))
-    expanded = torch.randn(3, 1, 3, dtype=torch.float64).expand(3, 2, 3)
-    assert ModelDensityEstimator(pie).log_prob(expanded, torch.rand(2, 1, dtype=torch.float64)).shape == (3, 2)
+    pie = standardized(perturb(PIE(3, 1, 2, conditional_manifold=True, outer=SMALL, inner=SMALL)))
+    events, thetas = torch.randn(3, 3, dtype=torch.float64), torch.rand(2, 1, dtype=torch.float64)
+    values = ModelDensityEstimator(pie).log_prob(events.unsqueeze(1).expand(3, 2, 3), thetas)
+    assert values.shape == (3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(values[:, 1], pie.log_prob(events, thetas[1].expand(3, 1)))

@@ -3,25 +3,22 @@ joint ratio, the marginal likelihood ratio and the posterior are all analytic.
 
 Toy: z ~ N(θ a, I₂), x = z + ε with ε ~ N(0, s² I₂), so p(x|θ) = N(θ a, (1 + s²) I₂);
 joint log ratio log r(x,z|θ0,θ1) = (‖z - θ1 a‖² - ‖z - θ0 a‖²)/2, joint score t = aᵀ(z - θa).
+
+Every estimator standardizes inside (fitted when training starts), so data, joint scores and θ_ref
+are passed in raw simulator units throughout.
 """
+
+import math
 
 import pytest
 import torch
 
+from conftest import perturb
 from mflow_sbi.baselines import RatioEstimator, RatioTrainingData, train_ratio_estimator
 from mflow_sbi.inference import FastLikelihoodPotential, ObservedLikelihood, grid_posterior, mcmc_posterior_for_sbi
 from mflow_sbi.models import AmbientFlow, MFlow
-from mflow_sbi.training import (
-    Standardization,
-    TrainingConfig,
-    latent_negative_log_likelihood,
-    load_model,
-    negative_log_likelihood,
-    save_model,
-    scandal,
-    schedule,
-    train,
-)
+from mflow_sbi.standardization import Standardization
+from mflow_sbi.training import Phase, TrainingConfig, load_model, phase_loss, save_model, schedule, train
 from mflow_sbi.transforms import FlowConfig
 
 DIRECTION = torch.tensor([1.0, 0.5])
@@ -39,26 +36,46 @@ def simulate(theta: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def joint_score(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    return ((z - theta * DIRECTION) @ DIRECTION).unsqueeze(-1)
+    direction = DIRECTION.to(z.dtype)
+    return ((z - theta * direction) @ direction).unsqueeze(-1)
 
 
 def joint_log_ratio(z: torch.Tensor, theta0: torch.Tensor, theta1: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (((z - theta1 * DIRECTION) ** 2).sum(-1) - ((z - theta0 * DIRECTION) ** 2).sum(-1))
+    direction = DIRECTION.to(z.dtype)
+    return 0.5 * (((z - theta1 * direction) ** 2).sum(-1) - ((z - theta0 * direction) ** 2).sum(-1))
 
 
 def exact_log_likelihood(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """log p(x|θ) for paired rows (up to the Gaussian's constant)."""
-    return -((x - theta * DIRECTION) ** 2).sum(-1) / (2 * VARIANCE)
+    return -((x - theta * DIRECTION.to(x.dtype)) ** 2).sum(-1) / (2 * VARIANCE)
 
 
-def exact_negative_log_likelihood(model, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    return -exact_log_likelihood(x, theta)
+class ExactToy:
+    """A stand-in estimator whose per-sample loss is the toy's exact negative log-likelihood."""
+
+    def exact_nll(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return -exact_log_likelihood(x, theta)
 
 
 def exact_posterior(x_observed: torch.Tensor):
     return grid_posterior(
         lambda theta: exact_log_likelihood(x_observed.unsqueeze(0), theta.unsqueeze(1)).sum(-1), PRIOR, resolution=801
     )
+
+
+def finite_difference_score(log_likelihood, theta: torch.Tensor, step: float = 1e-6) -> torch.Tensor:
+    """∂ log p/∂θ per row for 1-D θ, by central differences in the θ units passed in."""
+    with torch.no_grad():
+        return ((log_likelihood(theta + step) - log_likelihood(theta - step)) / (2 * step)).unsqueeze(-1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -80,38 +97,43 @@ def test_scandal_term_vanishes_when_the_model_score_is_the_joint_score():
     theta = PRIOR.sample((50,))
     x, _ = simulate(theta, seed=0)
     model_score = ((x - theta * DIRECTION) @ DIRECTION / VARIANCE).unsqueeze(-1)  # ∇_θ log p(x|θ)
-    loss = scandal(exact_negative_log_likelihood, alpha=3.0)
-    torch.testing.assert_close(loss(None, x, theta, model_score), -exact_log_likelihood(x, theta))
-    shifted = loss(None, x, theta, model_score + 0.2)  # the term is α‖∇ - t‖², here 3 · 0.04
+    phase = Phase("exact+scandal", "exact_nll", "parameters", score_weight=3.0)
+    assert phase.reads == ("x", "theta", "score")
+    loss = lambda score: phase_loss(phase, ExactToy(), {"x": x, "theta": theta, "score": score})  # noqa: E731
+    torch.testing.assert_close(loss(model_score), -exact_log_likelihood(x, theta))
+    shifted = loss(model_score + 0.2)  # the term is α‖∇ - t‖², here 3 · 0.04
     torch.testing.assert_close(shifted + exact_log_likelihood(x, theta), torch.full((50,), 0.12))
+    weighted = phase_loss(Phase("w", "exact_nll", "parameters", weight=2.0, score_weight=3.0), ExactToy(), {"x": x, "theta": theta, "score": model_score + 0.2})
+    torch.testing.assert_close(weighted, 2 * shifted)  # the phase weight scales the whole SCANDAL loss
 
 
 @pytest.mark.parametrize(
     "make, schedule_name, base_loss",
     [
-        (lambda: AmbientFlow(2, 1, inner=SMALL), "likelihood", negative_log_likelihood),
-        (lambda: MFlow(2, 1, 1, outer=SMALL, inner=SMALL), "alternating", latent_negative_log_likelihood),
+        (lambda: AmbientFlow(2, 1, inner=SMALL), "likelihood", "likelihood_loss"),
+        (lambda: MFlow(2, 1, 1, outer=SMALL, inner=SMALL), "alternating", "density_loss"),
     ],
 )
 def test_scandal_gradient_flows_into_the_model(training_set, make, schedule_name, base_loss):
     x, theta, z = training_set
     x, theta, score = x[:200], theta[:200], joint_score(z[:200], theta[:200])
     model = make()
-    for p in model.inner.parameters():  # leave the identity initialization, where ∇_θ log p = 0
+    model.fit_standardization(x, theta)
+    for p in model.density.parameters():  # leave the identity initialization, where ∇_θ log p = 0
         torch.nn.init.normal_(p, std=0.1)
-    phase = schedule(schedule_name, scandal_alpha=1.0)[-1][-1]
-    assert phase.fields == ("x", "theta", "score")
+    phase = schedule(schedule_name, score_weight=1.0)[-1][-1]
+    assert phase.loss == base_loss and phase.reads == ("x", "theta", "score")
 
     def gradients(loss: torch.Tensor) -> dict[str, torch.Tensor]:
         model.zero_grad()
         loss.mean().backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    with_term = gradients(phase.loss(model, x, theta, score))
-    without = gradients(base_loss(model, x, theta))
+    with_term = gradients(phase_loss(phase, model, {"x": x, "theta": theta, "score": score}))
+    without = gradients(getattr(model, base_loss)(x, theta))
     assert set(with_term) == set(without)
     if schedule_name != "likelihood":  # the density phase trains h only
-        assert all(n.startswith("inner.") for n in with_term)
+        assert all(n.startswith("density.") for n in with_term)
     assert any(not torch.allclose(with_term[n], without[n]) for n in with_term)
 
 
@@ -147,7 +169,7 @@ def alices(training_set):
         (x, theta, joint_log_ratio(z, theta, reference_theta), joint_score(z, theta)),
         (x_reference, theta_paired, joint_log_ratio(z_reference, theta_paired, reference_theta)),
     )
-    estimator = RatioEstimator(2, 1, hidden=64, layers=3)
+    estimator = RatioEstimator(2, 1, theta_ref=[0.0], hidden=64, layers=3)
     config = TrainingConfig(epochs=25, batch_size=128, learning_rate=2e-3, patience=5, progress=False, score_weight=1.0)
     history = train_ratio_estimator(estimator, data, config)
     return estimator, history
@@ -164,6 +186,8 @@ def test_alices_recovers_the_likelihood_ratio(alices):
     exact = exact_log_likelihood(x, evaluate_at) - exact_log_likelihood(x, torch.zeros_like(evaluate_at))
     assert float((learned - exact).abs().median()) < 0.1
     assert float(torch.corrcoef(torch.stack([learned, exact]))[0, 1]) > 0.98
+    # the fast part of the estimator protocol is log r̂ itself
+    torch.testing.assert_close(estimator.log_prob(x, evaluate_at, exact=False).detach(), learned)
 
 
 def test_alices_posterior_contains_the_truth_through_every_api(alices, observed):
@@ -179,6 +203,7 @@ def test_alices_posterior_contains_the_truth_through_every_api(alices, observed)
     with torch.no_grad():
         direct = torch.stack([estimator.log_ratio(x_observed, t.expand(20, 1)).sum() for t in theta])
         torch.testing.assert_close(likelihood(theta), direct)
+        torch.testing.assert_close(estimator.likelihood(x_observed)(theta), direct)
         potential = FastLikelihoodPotential(estimator, PRIOR, x_observed)
         torch.testing.assert_close(potential(theta), direct + PRIOR.log_prob(theta).sum(-1))
 
@@ -209,25 +234,145 @@ def test_alice_and_carl_variants_train(training_set):
 
 def test_ratio_estimator_checkpoint_round_trip(tmp_path):
     estimator = RatioEstimator(2, 1, theta_ref=[0.5], hidden=8, layers=2)
+    generator = torch.Generator().manual_seed(0)
+    estimator.fit_standardization(5 + 3 * torch.randn(100, 2, generator=generator), 2 * torch.rand(100, 1, generator=generator))
     save_model(tmp_path / "alices.pt", estimator, {"note": "toy"})
     loaded, metadata = load_model(tmp_path / "alices.pt")
     x, theta = torch.randn(5, 2), torch.randn(5, 1)
     assert isinstance(loaded, RatioEstimator) and metadata == {"note": "toy"}
     torch.testing.assert_close(loaded.log_ratio(x, theta), estimator.log_ratio(x, theta))
     assert loaded.theta_ref.tolist() == [0.5]
+    # the fitted standardization travels with the weights
+    assert bool(loaded.standardization.fitted)
+    torch.testing.assert_close(loaded.standardization.x_shift, estimator.standardization.x_shift)
+    torch.testing.assert_close(loaded.standardization.theta_scale, estimator.standardization.theta_scale)
 
 
-# ---- standardization ----------------------------------------------------------------------------
-def test_standardized_score_is_the_gradient_in_standardized_units():
+# ---- the built-in standardization: raw units in, raw units out ---------------------------------
+SHIFT_X, SCALE_X, SHIFT_THETA, SCALE_THETA = 100.0, 20.0, 10.0, 5.0
+
+
+def in_other_units(x: torch.Tensor, theta: torch.Tensor, score: torch.Tensor | None = None):
+    """The toy in other raw units x̃ = b + a x, θ̃ = d + c θ: the joint score becomes t/c."""
+    rescaled = (SHIFT_X + SCALE_X * x, SHIFT_THETA + SCALE_THETA * theta)
+    return rescaled if score is None else (*rescaled, score / SCALE_THETA)
+
+
+@pytest.mark.parametrize(
+    "make, schedule_name, stage",
+    [
+        (lambda: AmbientFlow(2, 1, inner=SMALL), "likelihood", 0),
+        (lambda: MFlow(2, 1, 1, outer=SMALL, inner=SMALL), "sequential", 1),  # the density phase
+    ],
+)
+def test_scandal_score_term_is_in_raw_theta_units(make, schedule_name, stage):
+    theta = PRIOR.sample((64,)).double()
+    x, z = simulate(theta.float(), seed=7)
+    x, theta = in_other_units(x.double(), theta)
+    model = perturb(make(), scale=0.2)
+    model.fit_standardization(x, theta)
+    assert float(model.standardization.theta_scale) > 4  # far from the identity
+    (phase,) = schedule(schedule_name, score_weight=2.0)[stage]
+    # the model's score in raw θ, by finite differences of the raw-unit density's fast part
+    score = finite_difference_score(lambda t: model.log_prob(x, t, exact=False), theta)
+    assert float(score.abs().mean()) > 1e-3
+    nll = getattr(model, phase.loss)(x, theta).detach()
+    matched = phase_loss(phase, model, {"x": x, "theta": theta, "score": score})
+    torch.testing.assert_close(matched, nll, atol=1e-6, rtol=1e-6)  # the term vanishes in raw units
+    # the score in standardized θ units (what had to be passed before) no longer matches
+    scale = model.standardization.theta_scale
+    standardized = phase_loss(phase, model, {"x": x, "theta": theta, "score": score * scale})
+    torch.testing.assert_close(standardized - nll, 2.0 * ((scale - 1) * score).squeeze(-1) ** 2, atol=1e-6, rtol=1e-5)
+
+
+def test_alices_score_term_is_in_raw_theta_units():
+    theta = PRIOR.sample((64,)).double()
+    x, _ = simulate(theta.float(), seed=8)
+    x, theta = in_other_units(x.double(), theta)
+    estimator = perturb(RatioEstimator(2, 1, theta_ref=[SHIFT_THETA], hidden=16, layers=2), scale=0.2)
+    estimator.fit_standardization(x, theta)
+    score = finite_difference_score(lambda t: estimator.log_ratio(x, t), theta)
+    assert float(score.abs().mean()) > 1e-3
+    labels = {"joint_log_ratio": torch.randn(64, dtype=torch.float64), "reference_class": (torch.arange(64) % 2).double()}
+    plain = estimator.ratio_loss(x, theta, joint_score=score, **labels).detach()
+    (phase,) = schedule("ratio", score_weight=2.0)[0]
+    data = {"x": x, "theta": theta, "joint_score": score, **labels}
+    torch.testing.assert_close(phase_loss(phase, estimator, data), plain, atol=1e-6, rtol=1e-6)
+    off = phase_loss(phase, estimator, data | {"joint_score": score + 0.1})  # α‖Δ‖² on numerator rows only
+    expected = plain + 2.0 * 0.01 * (1 - labels["reference_class"])
+    torch.testing.assert_close(off, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_scandal_training_does_not_depend_on_the_units_of_the_data(training_set):
+    """Trained on the toy in two unit systems, with α scaled by c² (α weighs a squared score in
+    1/θ² units), the standardized problems are identical: so are the histories (up to log a² per
+    event of Jacobian in the likelihood) and the learned log-likelihood ratios, in raw units."""
+    x, theta, z = (v[:600].double() for v in training_set)
+    score = joint_score(z, theta)
+    config = TrainingConfig(epochs=2, batch_size=100, learning_rate=3e-3, patience=None, progress=False, score_weight=1.0)
+    other = TrainingConfig(**{**config.__dict__, "score_weight": SCALE_THETA**2})
+    model, rescaled = AmbientFlow(2, 1, inner=SMALL).double(), AmbientFlow(2, 1, inner=SMALL).double()
+    history = train(model, x, theta, config=config, score=score)
+    x_other, theta_other, score_other = in_other_units(x, theta, score)
+    history_other = train(rescaled, x_other, theta_other, config=other, score=score_other)
+    jacobian = 2 * math.log(SCALE_X)  # p̃(x̃|θ̃) = p(x|θ) / a² in two dimensions
+    assert history["validation_loss"].to_numpy() + jacobian == pytest.approx(history_other["validation_loss"].to_numpy(), rel=1e-6)
+    theta0, theta1 = torch.tensor([[-0.5], [0.3]], dtype=torch.float64), torch.tensor([[0.8], [0.3]], dtype=torch.float64)
+    events, events_other = x[:50], x_other[:50]
+    with torch.no_grad():
+        ratio = model.likelihood(events).log_ratio(theta0, theta1).per_event
+        ratio_other = rescaled.likelihood(events_other).log_ratio(*(in_other_units(x[:2], t)[1] for t in (theta0, theta1))).per_event
+        log_p = model.log_prob(events, theta0[:1].expand(50, 1))
+        log_p_other = rescaled.log_prob(events_other, in_other_units(x[:50], theta0[:1].expand(50, 1))[1])
+    torch.testing.assert_close(ratio_other, ratio, atol=1e-6, rtol=1e-6)
+    assert float(ratio[0].abs().mean()) > 1e-2  # the ratios compared are not trivially zero
+    torch.testing.assert_close(log_p - log_p_other, torch.full((50,), jacobian, dtype=torch.float64), atol=1e-6, rtol=1e-6)
+
+
+def test_alices_training_does_not_depend_on_the_units_of_the_data(training_set):
+    x, theta, z = (v[:500].double() for v in training_set)
+    reference_theta = torch.zeros(500, 1, dtype=torch.float64)
+    x_reference, z_reference = (v.double() for v in simulate(reference_theta.float(), seed=9))
+    theta_paired = theta.flip(0)
+    numerator = (x, theta, joint_log_ratio(z, theta, reference_theta), joint_score(z, theta))
+    reference = (x_reference, theta_paired, joint_log_ratio(z_reference, theta_paired, reference_theta))
+    x_other, theta_other, score_other = in_other_units(x, theta, numerator[3])
+    x_reference_other, theta_paired_other = in_other_units(x_reference, theta_paired)
+    config = TrainingConfig(epochs=2, batch_size=100, learning_rate=3e-3, patience=None, progress=False, score_weight=1.0)
+    other = TrainingConfig(**{**config.__dict__, "score_weight": SCALE_THETA**2})
+    estimator = RatioEstimator(2, 1, theta_ref=[0.0], hidden=16, layers=2).double()
+    rescaled = RatioEstimator(2, 1, theta_ref=[SHIFT_THETA], hidden=16, layers=2).double()  # θ_ref in raw units
+    history = train_ratio_estimator(estimator, RatioTrainingData.from_samples(numerator, reference), config)
+    data_other = RatioTrainingData.from_samples(
+        (x_other, theta_other, numerator[2], score_other), (x_reference_other, theta_paired_other, reference[2])
+    )  # joint log ratios are unit-free
+    history_other = train_ratio_estimator(rescaled, data_other, other)
+    assert history["validation_loss"].to_numpy() == pytest.approx(history_other["validation_loss"].to_numpy(), rel=1e-6)
+    probe = PRIOR.sample((50,)).double()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            rescaled.log_ratio(*in_other_units(x[:50], probe)), estimator.log_ratio(x[:50], probe), atol=1e-6, rtol=1e-6
+        )
+    assert rescaled.theta_ref.tolist() == [SHIFT_THETA] and rescaled.config["theta_ref"] == [SHIFT_THETA]
+
+
+def test_standardization_fits_raw_units_and_keeps_constant_features():
     theta = 3.0 + 2.0 * PRIOR.sample((400,))
-    x, z = simulate(theta, seed=6)
-    standardization = Standardization.fit(x, theta)
-    scaled = standardization.theta(theta).requires_grad_(True)
-    back = standardization.theta_inverse(scaled)
-    joint_log_density = -0.5 * ((z - back * DIRECTION) ** 2).sum(-1)
-    (gradient,) = torch.autograd.grad(joint_log_density.sum(), scaled)
-    torch.testing.assert_close(gradient, standardization.score(joint_score(z, theta)))
-    torch.testing.assert_close(standardization.x(x).mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    x, _ = simulate(theta, seed=6)
+    x = torch.cat([x, torch.full((400, 1), 7.0)], dim=1)  # a constant feature
+    standardization = Standardization((3,), 1)
+    torch.testing.assert_close(standardization.x(x), x)  # the identity until fitted
+    standardization.fit(x, theta)
+    torch.testing.assert_close(standardization.x(x).mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardization.x(x)[:, :2].std(0), torch.ones(2), atol=1e-5, rtol=0)
+    assert standardization.x_scale[2] == 1 and torch.equal(standardization.x(x)[:, 2], torch.zeros(400))
+    torch.testing.assert_close(standardization.theta_scale, theta.std(0))
+    torch.testing.assert_close(standardization.x_inverse(standardization.x(x)), x)
+    standardization.fit(10 * x, theta)  # fitted once: further data keep the units training started in
+    torch.testing.assert_close(standardization.x(x).mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    disabled = Standardization((3,), 1, enabled=False)
+    disabled.fit(x, theta)
+    assert not bool(disabled.fitted) and torch.equal(disabled.x(x), x)
 
 
 # ---- bad input ----------------------------------------------------------------------------------
@@ -242,13 +387,15 @@ def test_bad_input_raises_clear_errors(training_set):
         train(model, x[:100], theta[:100], config=TrainingConfig(epochs=1, progress=False, score_weight=1.0), score=torch.zeros(100, 2))
     with pytest.raises(ValueError, match="score_weight"):
         TrainingConfig(score_weight=0.0)
-    with pytest.raises(ValueError, match="alpha"):
-        scandal(exact_negative_log_likelihood, alpha=-1.0)
+    with pytest.raises(ValueError, match="score_weight must be positive"):
+        schedule("likelihood", score_weight=-1.0)
     with pytest.raises(ValueError, match="theta_ref"):
         RatioEstimator(2, 1, theta_ref=[0.0, 1.0])
     with pytest.raises(ValueError, match="batch sizes differ"):
         RatioTrainingData.from_samples((x, theta, torch.zeros(5), torch.zeros_like(theta)), (x, theta, torch.zeros(len(x))))
     with pytest.raises(ValueError, match="no tractable density"):
         ObservedLikelihood(RatioEstimator(2, 1), x[:5], exact=True)
-    with pytest.raises(ValueError, match="x_std"):
-        Standardization(torch.zeros(2), torch.tensor([1.0, 0.0]), torch.zeros(1), torch.ones(1))
+    with pytest.raises(ValueError, match="no tractable density"):
+        RatioEstimator(2, 1).log_prob(x[:5], theta[:5], exact=True)
+    with pytest.raises(ValueError, match="at least 2 training samples"):
+        Standardization((2,), 1).fit(x[:1], theta[:1])

@@ -14,87 +14,107 @@ gradient label; at the minimum r̂ = r(x|θ, θ_ref). α = None drops the score 
 `hard_labels=True` with no score term is CARL (Cranmer, Pavez & Louppe 2015).
 
 Because log p(x|θ) = log r̂(x|θ, θ_ref) + log p(x|θ_ref), log r̂ is the θ-dependent part of the
-log-likelihood in the sense of `ConditionalModel.log_prob_latent`: the same likelihood-ratio,
-posterior and sbi APIs (`ObservedLikelihood`, `mcmc_posterior`, `FastLikelihoodPotential`)
-run on it unchanged.
+log-likelihood in the sense of the estimator protocol (`Estimator.log_prob(exact=False)`): the
+same likelihood-ratio, posterior and sbi APIs (`likelihood(x_o)`, `mcmc_posterior`,
+`FastLikelihoodPotential`) run on it unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mflow_sbi.training.losses import Phase, score_matching_term
+from mflow_sbi.estimator import Estimator
+from mflow_sbi.models.mflow import check_positive_int
+from mflow_sbi.random import seeded
+from mflow_sbi.registry import register
+from mflow_sbi.training.losses import schedule, score_matching_term
 from mflow_sbi.training.trainer import TrainingConfig, fit
 from mflow_sbi.validation import check_matrix, check_same_batch
 
 
-class RatioEstimator(nn.Module):
-    """log r̂(x|θ, θ_ref) = MLP([x, θ]) with tanh activations (smooth, so ∇_θ log r̂ is too; the
-    MadMiner default is 3 × 100 tanh). The first layer is split into W_x x + b and W_θ θ, so
-    `encode(x) = W_x x + b` is cached once per observed event and each further θ costs the
-    rest of the network.
+@register
+class RatioEstimator(Estimator):
+    """log r̂(x|θ, θ_ref) = MLP([x', θ']) with tanh activations on standardized x' and θ' (smooth,
+    so ∇_θ log r̂ is too; the MadMiner default is 3 × 100 tanh). The first layer is split into
+    W_x x' + b and W_θ θ', so `observed_features(x) = W_x x' + b` is cached once per observed
+    event and each further θ costs the rest of the network. θ_ref (raw units) is recorded.
     """
 
-    name: ClassVar[str] = "alices"
-    has_exact_density: ClassVar[bool] = False
-    encoder_depends_on_theta: ClassVar[bool] = False
+    name = "alices"
+    schedules = ("ratio",)
+    loss_schedule = "ratio"
+    has_exact_density = False
 
-    def __init__(self, data_dim: int, theta_dim: int, theta_ref: list[float] | None = None, hidden: int = 100, layers: int = 3) -> None:
-        super().__init__()
-        if data_dim < 1 or theta_dim < 1 or hidden < 1 or layers < 1:
-            raise ValueError(f"data_dim, theta_dim, hidden and layers must be ≥ 1, got {data_dim}, {theta_dim}, {hidden}, {layers}")
+    def __init__(
+        self, data_dim: int, theta_dim: int, theta_ref: list[float] | None = None, hidden: int = 100, layers: int = 3,
+        *, standardize: bool = True, seed: int = 0,
+    ) -> None:  # fmt: skip
+        for key, value in {"data_dim": data_dim, "theta_dim": theta_dim, "hidden": hidden, "layers": layers}.items():
+            check_positive_int(key, value)
+        super().__init__((data_dim,), theta_dim, standardize)
         theta_ref = [0.0] * theta_dim if theta_ref is None else [float(v) for v in theta_ref]
         if len(theta_ref) != theta_dim:
             raise ValueError(f"theta_ref needs {theta_dim} values, got {len(theta_ref)}")
-        self.data_dim, self.theta_dim = data_dim, theta_dim
+        self.data_dim = data_dim
         self.register_buffer("theta_ref", torch.tensor(theta_ref))
-        self.x_layer = nn.Linear(data_dim, hidden)
-        self.theta_layer = nn.Linear(theta_dim, hidden, bias=False)
-        body: list[nn.Module] = [nn.Tanh()]
-        for _ in range(layers - 1):
-            body += [nn.Linear(hidden, hidden), nn.Tanh()]
-        self.body = nn.Sequential(*body, nn.Linear(hidden, 1))
-        self._config = {"data_dim": data_dim, "theta_dim": theta_dim, "theta_ref": theta_ref, "hidden": hidden, "layers": layers}
+        with seeded(seed):
+            self.x_layer = nn.Linear(data_dim, hidden)
+            self.theta_layer = nn.Linear(theta_dim, hidden, bias=False)
+            body: list[nn.Module] = [nn.Tanh()]
+            for _ in range(layers - 1):
+                body += [nn.Linear(hidden, hidden), nn.Tanh()]
+            self.body = nn.Sequential(*body, nn.Linear(hidden, 1))
+        self._config = {
+            "data_dim": data_dim, "theta_dim": theta_dim, "theta_ref": theta_ref, "hidden": hidden, "layers": layers,
+            "standardize": standardize, "seed": seed,
+        }  # fmt: skip
 
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-serializable) plus the registry name, for checkpoints."""
-        return {"model": self.name, **self._config}
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The precision of the network's parameters."""
-        return self.x_layer.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the network's parameters."""
-        return self.x_layer.weight.device
-
-    def check_x(self, x: Tensor, name: str = "x") -> Tensor:
-        """x validated as the estimator's input, (batch, data_dim)."""
-        return check_matrix(name, x, self.data_dim)
-
-    def encode(self, x: Tensor) -> Tensor:
-        """The θ-independent first-layer features W_x x + b -> (batch, hidden)."""
-        return self.x_layer(self.check_x(x))
-
-    def log_prob_latent(self, features: Tensor, theta: Tensor) -> Tensor:
-        """log r̂(x|θ, θ_ref) from cached features, rows paired -> (batch,)."""
-        check_matrix("theta", theta, self.theta_dim)
-        check_same_batch(features=features, theta=theta)
-        return self.body(features + self.theta_layer(theta)).squeeze(-1)
+    def _log_ratio(self, x: Tensor, theta: Tensor) -> Tensor:
+        """log r̂ from raw x and θ, unvalidated (training)."""
+        return self.log_prob_features(self.x_layer(self.standardization.x(x)), theta, False)
 
     def log_ratio(self, x: Tensor, theta: Tensor) -> Tensor:
         """log r̂(x|θ, θ_ref) ≈ log p(x|θ) - log p(x|θ_ref), rows paired -> (batch,)."""
-        return self.log_prob_latent(self.encode(x), theta)
+        x = self.check_x(x)
+        return self._log_ratio(x, self.check_theta(theta, x))
+
+    def log_prob(self, x: Tensor, theta: Tensor, *, exact: bool = True) -> Tensor:
+        """log p(x|θ) up to the θ-independent log p(x|θ_ref): log r̂(x|θ, θ_ref) (`exact=False`);
+        there is no exact density (`exact=True` raises)."""
+        if exact:
+            raise ValueError("a ratio estimator has no tractable density; use exact=False (log r̂)")
+        return self.log_ratio(x, theta)
+
+    def observed_features(self, x: Tensor, exact: bool) -> tuple[Tensor, Tensor]:
+        """The θ-independent first-layer features W_x x' + b -> (batch, hidden), and c = 0."""
+        return self.x_layer(self.standardization.x(x)), x.new_zeros(len(x))
+
+    def log_prob_features(self, features: Tensor, theta: Tensor, exact: bool) -> Tensor:
+        """log r̂(x|θ, θ_ref) from cached features, rows paired -> (batch,)."""
+        return self.body(features + self.theta_layer(self.standardization.theta(theta))).squeeze(-1)
+
+    def ratio_loss(
+        self, x: Tensor, theta: Tensor, joint_log_ratio: Tensor, joint_score: Tensor, reference_class: Tensor,
+        score_weight: float | None = None, hard_labels: bool = False,
+    ) -> Tensor:  # fmt: skip
+        """The per-sample ALICES loss (module docstring); `hard_labels` trains on the class instead
+        of the joint ratio (CARL when `score_weight` is None)."""
+        training = torch.is_grad_enabled()  # False during validation
+        with torch.enable_grad():
+            theta = theta.detach().requires_grad_(score_weight is not None)
+            log_r = self._log_ratio(x, theta)
+            target = (reference_class if hard_labels else torch.sigmoid(-joint_log_ratio)).to(log_r.dtype)
+            value = F.binary_cross_entropy_with_logits(-log_r, target, reduction="none")
+            if score_weight is not None:
+                numerator = 1 - reference_class.to(log_r.dtype)
+                value = value + score_weight * numerator * score_matching_term(log_r, theta, joint_score, create_graph=training)
+        return value if training else value.detach()
 
 
 @dataclass
@@ -140,25 +160,6 @@ class RatioTrainingData:
                 "joint_score": self.joint_score, "reference_class": self.reference_class}  # fmt: skip
 
 
-def alices_loss(score_weight: float | None, hard_labels: bool = False):
-    """The per-sample ALICES loss (module docstring); `hard_labels` trains on the class instead
-    of the joint ratio (CARL when `score_weight` is None)."""
-
-    def loss(estimator: RatioEstimator, x: Tensor, theta: Tensor, joint_log_ratio: Tensor, joint_score: Tensor, reference_class: Tensor) -> Tensor:
-        training = torch.is_grad_enabled()  # False during validation
-        with torch.enable_grad():
-            theta = theta.detach().requires_grad_(score_weight is not None)
-            log_r = estimator.log_ratio(x, theta)
-            target = (reference_class if hard_labels else torch.sigmoid(-joint_log_ratio)).to(log_r.dtype)
-            value = F.binary_cross_entropy_with_logits(-log_r, target, reduction="none")
-            if score_weight is not None:
-                numerator = 1 - reference_class.to(log_r.dtype)
-                value = value + score_weight * numerator * score_matching_term(log_r, theta, joint_score, create_graph=training)
-        return value if training else value.detach()
-
-    return loss
-
-
 def train_ratio_estimator(
     estimator: RatioEstimator,
     data: RatioTrainingData,
@@ -173,7 +174,5 @@ def train_ratio_estimator(
     check_matrix("theta", data.theta, estimator.theta_dim)
     if not torch.isfinite(data.joint_log_ratio).all() and not hard_labels:
         raise ValueError("joint_log_ratio has non-finite entries")
-    name = "carl" if hard_labels else "alices" if config.score_weight is not None else "alice"
-    phase = Phase(name, alices_loss(config.score_weight, hard_labels), lambda m: m.parameters(),
-                  fields=("x", "theta", "joint_log_ratio", "joint_score", "reference_class"))  # fmt: skip
-    return fit(estimator, data.as_dict(), [(phase,)], config, device, checkpoint)
+    stages = schedule("ratio", score_weight=config.score_weight, hard_labels=hard_labels)
+    return fit(estimator, data.as_dict(), stages, config, device, checkpoint)

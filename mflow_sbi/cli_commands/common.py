@@ -1,21 +1,22 @@
-"""Shared pieces of the subcommands: simulator specs, data files, standardization files."""
+"""Shared pieces of the subcommands: simulators and their specs, data files, standardization files."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from mflow_sbi.training import Standardization
-from simulators import LHCLike, PolynomialSurface, Simulator
-from simulators.lhc_like import TIERS
+from mflow_sbi.simulator import Simulator, build_simulator, simulator_names
 
-SIMULATORS = ("polynomial_surface", "lhc_like")
 DATA_EXTENSIONS = (".npz", ".npy")
 
 
@@ -23,43 +24,70 @@ class UsageError(ValueError):
     """A user mistake: reported as one line `mflow-sbi: error: ...`, exit code 2."""
 
 
+def simulator_help() -> str:
+    """What a simulator argument accepts, for the options' help."""
+    return f"a registered simulator ({', '.join(simulator_names())}) or your own as package.module:ClassName"
+
+
 def add_simulator_options(parser: argparse.ArgumentParser) -> None:
-    """--tier, --n-params and --pool-draws (lhc_like only)."""
-    group = parser.add_argument_group("lhc_like options")
-    group.add_argument("--tier", choices=TIERS, help="simulation tier (default hadron)")
-    group.add_argument("--n-params", type=int, choices=(2, 3), help="dimension of θ (default 3)")
-    group.add_argument(
-        "--pool-draws", type=int,
-        help="proposal draws for the cross-section normalization, estimated once and cached (default 2000000)",
+    """--option KEY=VALUE, repeatable: keyword arguments of the simulator's constructor."""
+    parser.add_argument(
+        "--option", action="append", default=[], dest="options", metavar="KEY=VALUE",
+        help="a keyword argument of the simulator's constructor, VALUE read as YAML (repeatable), "
+        "e.g. --option tier=parton --option n_params=2 for lhc_like",
     )  # fmt: skip
 
 
-def simulator_spec(name: str, args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """{"name": ..., and lhc_like's tier, n_params, pool_draws}: `base` (a recorded spec of the
-    same simulator) updated with the options given on the command line."""
-    if name not in SIMULATORS:
-        raise UsageError(f"unknown simulator {name!r}; choose one of {list(SIMULATORS)}")
-    spec = dict(base) if base and base.get("name") == name else {"name": name}
-    given = {key: getattr(args, key, None) for key in ("tier", "n_params", "pool_draws")}
-    given = {key: value for key, value in given.items() if value is not None}
-    if given and name != "lhc_like":
-        raise UsageError(f"--tier, --n-params and --pool-draws apply to lhc_like only, not {name}")
-    return spec | given
+def simulator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The --option KEY=VALUE pairs as keyword arguments, each VALUE read by `yaml.safe_load`."""
+    options = {}
+    for item in args.options:
+        key, equals, value = item.partition("=")
+        if not equals or not key.isidentifier():
+            raise UsageError(f"--option needs KEY=VALUE with KEY a keyword argument name, got {item!r}")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise UsageError(f"--option {key}: cannot read {value!r} as YAML: {' '.join(str(error).split())}") from None
+    return options
 
 
-def make_simulator(spec: dict[str, Any]) -> tuple[Simulator, dict[str, Any]]:
-    """The simulator a spec (see `simulator_spec`) describes, and its complete spec."""
-    if spec["name"] == "polynomial_surface":
-        return PolynomialSurface(), {"name": "polynomial_surface"}
-    simulator = LHCLike(**{key: spec[key] for key in ("tier", "n_params", "pool_draws") if key in spec})
-    return simulator, {"name": "lhc_like", "tier": simulator.tier, "n_params": simulator.theta_dim, "pool_draws": simulator.pool_draws}
+def make_simulator(name: str, options: dict[str, Any]) -> tuple[Simulator, dict[str, Any]]:
+    """The simulator `name` (registered, or package.module:ClassName) built with `options`, and
+    its spec {"name": name, "options": simulator.config}, which rebuilds it."""
+    simulator = build_simulator(name, **options)
+    return simulator, {"name": name, "options": simulator.config}
 
 
 def resolve_simulator(args: argparse.Namespace, recorded: dict[str, Any] | None, source: str) -> tuple[Simulator, dict[str, Any]]:
-    """The simulator named by --simulator, else the one `recorded` in `source` (a file)."""
+    """The simulator named by --simulator, else the one `recorded` in `source` (a file); the
+    recorded options (of the same simulator) updated by --option."""
     if args.simulator is None and recorded is None:
-        raise UsageError(f"{source} does not record its simulator; pass --simulator {{{','.join(SIMULATORS)}}}")
-    return make_simulator(simulator_spec(args.simulator or recorded["name"], args, recorded))
+        raise UsageError(f"{source} does not record its simulator; pass --simulator NAME ({simulator_help()})")
+    if recorded is not None and not (
+        isinstance(recorded, dict) and isinstance(recorded.get("name"), str) and isinstance(recorded.get("options", {}), dict)
+    ):
+        raise UsageError(f"{source} records a malformed simulator spec {recorded!r}; pass --simulator NAME")
+    name = args.simulator or recorded["name"]
+    base = {}
+    if recorded is not None and recorded["name"] == name:  # a spec without options: an older file's flat keys
+        base = recorded.get("options", {key: value for key, value in recorded.items() if key != "name"})
+    return make_simulator(name, base | simulator_options(args))
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """np.savez to a temporary file in `path`'s folder, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def existing_file(path: Path, what: str, extensions: tuple[str, ...]) -> Path:
@@ -115,7 +143,8 @@ def parse_theta(values: list[float] | None, simulator: Simulator, option: str) -
     if values is None:
         return None
     if len(values) != simulator.theta_dim:
-        raise UsageError(f"{option} needs {simulator.theta_dim} values for this simulator, got {len(values)}")
+        names = ", ".join(simulator.theta_names)
+        raise UsageError(f"{option} needs {simulator.theta_dim} values ({names}) for this simulator, got {len(values)}")
     theta = torch.tensor([values], dtype=torch.get_default_dtype())
     try:
         simulator.check_theta(theta)

@@ -14,20 +14,21 @@ import pandas as pd
 import torch
 
 from mflow_sbi.cli_commands.common import (
-    SIMULATORS, UsageError, add_simulator_options, existing_file, matrix, parse_theta, read_arrays, require,
-    resolve_simulator, true_theta_of,
+    UsageError, add_simulator_options, existing_file, matrix, parse_theta, read_arrays, require, resolve_simulator,
+    simulator_help, true_theta_of,
 )  # fmt: skip
 from mflow_sbi.diagnostics import c2st, log_posterior_at_true_theta, mmd_squared
 from mflow_sbi.inference import GridPosterior
-from simulators import PolynomialSurface, Simulator
+from mflow_sbi.simulator import Simulator
 
 SAMPLE_EXTENSIONS = (".nc", ".npy")
 TABLE_CSV, TABLE_MD = "evaluation.csv", "evaluation.md"
 
 DESCRIPTION = f"""Compare posterior samples (ArviZ NetCDF from `mflow-sbi infer`, or an .npy array (n, p))
 with a reference posterior: another samples file (--reference), or by default the simulator's exact
-posterior for the observed events (polynomial_surface: on a grid; lhc_like at the parton or hadron
-tier: MCMC on the exact likelihood). Metrics: MMD² (Gaussian kernel, bandwidth = median distance of
+posterior for the observed events: its `exact_grid_posterior` where it has one (polynomial_surface,
+image_manifold, lhc_like with n_params 2), else its `exact_posterior_samples` (lhc_like at the parton
+or hadron tier: MCMC on the exact likelihood). Metrics: MMD² (Gaussian kernel, bandwidth = median distance of
 the reference), C2ST accuracy (0.5 = indistinguishable) and log p(θ_true | x) (KDE of samples; exact
 for a grid). The simulator, the observed events and θ_true default to those the NetCDF file records.
 Writes OUTPUT/{TABLE_CSV} and OUTPUT/{TABLE_MD}."""
@@ -38,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=Path, required=True, help="posterior samples (.nc or .npy)")
     parser.add_argument("--reference", type=Path, help="reference samples (.nc or .npy) instead of the exact posterior")
     parser.add_argument("--observed", type=Path, help="observed events (.npz/.npy) for the exact posterior (default: those in the NetCDF file)")
-    parser.add_argument("--simulator", choices=SIMULATORS, help="simulator of the exact posterior (default: the one the NetCDF file records)")
+    parser.add_argument("--simulator", help=f"simulator of the exact posterior, {simulator_help()} (default: the one the NetCDF file records)")
     parser.add_argument("--true-theta", type=float, nargs="+", metavar="VALUE", help="θ_true (default: recorded, if the observed events share one θ)")
     parser.add_argument("--max-samples", type=int, default=2000, help="samples per side for MMD² and C2ST (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for subsampling and the exact posterior (default 0)")
@@ -128,13 +129,19 @@ def _observed(args: argparse.Namespace, observed_arrays: dict[str, np.ndarray] |
 
 
 def _exact_posterior(simulator: Simulator, observed: torch.Tensor, n: int, seed: int) -> torch.Tensor | GridPosterior:
-    """The simulator's exact posterior: a grid (polynomial_surface), or n MCMC samples (lhc_like)."""
-    if observed.shape[1] != simulator.data_dim:
-        raise UsageError(f"shape mismatch: the observed events have dimension {observed.shape[1]}, the simulator's {simulator.data_dim}")
-    if isinstance(simulator, PolynomialSurface):
-        return simulator.exact_posterior(observed.double())
-    walkers = 32
-    return simulator.exact_posterior(observed.double(), draws=math.ceil(n / walkers), walkers=walkers, seed=seed).samples.double()
+    """The simulator's exact posterior: on a grid where it has one (exact log densities), else n samples."""
+    try:
+        simulator.check_x(observed)
+    except ValueError as error:
+        raise UsageError(f"shape mismatch: the observed events do not fit the simulator: {error}") from None
+    try:
+        return simulator.exact_grid_posterior(observed.double())
+    except NotImplementedError:
+        pass
+    try:
+        return simulator.exact_posterior_samples(observed.double(), n, seed).double()
+    except NotImplementedError as error:
+        raise UsageError(f"{error}; pass --reference samples") from None
 
 
 def _markdown(table: pd.DataFrame, true_theta: torch.Tensor | None) -> str:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from mflow_sbi.cli_commands.common import (
-    SIMULATORS, UsageError, add_simulator_options, load_standardization, matrix, read_arrays, require,
-    resolve_simulator, true_theta_of,
+    UsageError, add_simulator_options, load_standardization, matrix, read_arrays, require, resolve_simulator,
+    simulator_help, true_theta_of,
 )  # fmt: skip
 from mflow_sbi.diagnostics import plot_posteriors
 from mflow_sbi.inference import ObservedLikelihood, grid_posterior, mcmc_posterior, prior_bounds
@@ -31,7 +31,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("infer", help="MCMC posterior for observed events", description=DESCRIPTION)
     parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint written by `mflow-sbi train`")
     parser.add_argument("--observed", type=Path, required=True, help="observed events (.npz with x, or .npy)")
-    parser.add_argument("--simulator", choices=SIMULATORS, help="simulator whose prior to use (default: the one the checkpoint records)")
+    parser.add_argument("--simulator", help=f"simulator whose prior to use, {simulator_help()} (default: the one the checkpoint records)")
     parser.add_argument("--walkers", type=int, default=64, help="emcee walkers (default 64, keep ≥ 32)")
     parser.add_argument("--draws", type=int, default=1000, help="draws per walker after burn-in (default 1000)")
     parser.add_argument("--burn-in", type=int, default=200, help="burn-in steps (default 200)")

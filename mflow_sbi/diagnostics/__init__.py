@@ -7,8 +7,8 @@ from mflow_sbi.diagnostics.manifold import (
     negative_log_likelihood,
     ood_auc,
     ood_aucs,
+    mean_reconstruction_distance,
     reconstruction_distances,
-    reconstruction_error,
 )
 from mflow_sbi.diagnostics.mmd import median_distance, mmd_squared
 from mflow_sbi.diagnostics.plots import plot_images, plot_posteriors
@@ -21,6 +21,7 @@ __all__ = [
     "draw_posterior_samples",
     "log_posterior_at_true_theta",
     "manifold_distance",
+    "mean_reconstruction_distance",
     "median_distance",
     "mmd_squared",
     "negative_log_likelihood",
@@ -30,7 +31,6 @@ __all__ = [
     "plot_posteriors",
     "posterior_samples",
     "reconstruction_distances",
-    "reconstruction_error",
     "sbc_checks",
     "summarize_table",
     "tarp_checks",

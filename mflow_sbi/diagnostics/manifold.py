@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from mflow_sbi.models.base import ConditionalModel
+from mflow_sbi.models import ManifoldFlow
 from mflow_sbi.validation import check_matrix
 
 BATCH_SIZE = 1000
@@ -33,7 +33,7 @@ def _per_event(values: Tensor, per_event: bool) -> float | list[float]:
 
 
 def _in_batches(
-    model: ConditionalModel, x: Tensor, theta: Tensor | None, evaluate: Callable[[Tensor, Tensor | None], Tensor]
+    model: ManifoldFlow, x: Tensor, theta: Tensor | None, evaluate: Callable[[Tensor, Tensor | None], Tensor]
 ) -> Tensor:
     """evaluate(x_batch, θ_batch) over batches of the validated events, in the model's dtype
     and without gradients -> (n,)."""
@@ -50,23 +50,23 @@ def _in_batches(
         ])
 
 
-def reconstruction_distances(model: ConditionalModel, x: Tensor, theta: Tensor | None = None) -> Tensor:
+def reconstruction_distances(model: ManifoldFlow, x: Tensor, theta: Tensor | None = None) -> Tensor:
     """‖x - g(g⁻¹(x))‖ per event -> (n,); `theta` (p,), (1, p) or (n, p) is used only by
     models whose manifold depends on θ (PIE original), which need it."""
 
     def distance(x: Tensor, theta: Tensor | None) -> Tensor:
-        theta = theta if model.encoder_depends_on_theta else None
-        return model.reconstruction_error(x, theta).clamp(min=0).sqrt()
+        theta = theta if model.manifold_depends_on_theta else None
+        return model.squared_reconstruction_error(x, theta).clamp(min=0).sqrt()
 
     return _in_batches(model, x, theta, distance)
 
 
-def reconstruction_error(
-    model: ConditionalModel, x: Tensor, theta: Tensor | None = None, per_event: bool = False
+def mean_reconstruction_distance(
+    model: ManifoldFlow, x: Tensor, theta: Tensor | None = None, per_event: bool = False
 ) -> float | list[float]:
-    """Reconstruction error of test events, ‖x - g(g⁻¹(x))‖, the distance of x to its
-    projection on the model manifold (Brehmer & Cranmer 2020, Table 2, which reports its mean
-    and, as the paper's code, the distance rather than its square): the mean, or with
+    """The paper's "reconstruction error" of test events, ‖x - g(g⁻¹(x))‖: the distance (not its
+    square, `ManifoldFlow.squared_reconstruction_error`) of x to its projection on the model
+    manifold (Brehmer & Cranmer 2020, Table 2, which reports its mean): the mean, or with
     `per_event` one value per event."""
     return _per_event(reconstruction_distances(model, x, theta), per_event)
 
@@ -88,7 +88,7 @@ def manifold_distance(simulator: Any, x: Tensor, per_event: bool = False) -> flo
     return _per_event(distance_to_manifold(x.detach()).double(), per_event)
 
 
-def negative_log_likelihood(model: ConditionalModel, x: Tensor, theta: Tensor) -> Tensor:
+def negative_log_likelihood(model: ManifoldFlow, x: Tensor, theta: Tensor) -> Tensor:
     """-log p(x|θ) per event -> (n,): the model's exact density where it has one, else (PAE)
     its latent density log p_h(g⁻¹(x)|θ). `theta` (p,), (1, p) or (n, p)."""
     if theta is None:
@@ -113,7 +113,7 @@ def ood_auc(score_in: Tensor | np.ndarray, score_out: Tensor | np.ndarray) -> fl
     return float(roc_auc_score(labels, values))
 
 
-def ood_aucs(model: ConditionalModel, x_in: Tensor, x_out: Tensor, theta: Tensor) -> dict[str, float]:
+def ood_aucs(model: ManifoldFlow, x_in: Tensor, x_out: Tensor, theta: Tensor) -> dict[str, float]:
     """OOD detection AUCs of the paper's two scores (Brehmer & Cranmer 2020, Table 2; there
     -log-likelihood for AF and PIE, reconstruction error for the manifold-learning models):
     in-distribution test events `x_in` (e.g. simulated at θ) against OOD events `x_out` (e.g.

@@ -1,7 +1,7 @@
-"""Likelihoods, likelihood ratios and posteriors over θ from trained models, and the sbi plug-in."""
+"""Likelihoods, likelihood ratios and posteriors over θ from trained estimators, and the sbi plug-in."""
 
+from mflow_sbi.estimator import LogRatio, ObservedLikelihood
 from mflow_sbi.inference.grid import GridPosterior
-from mflow_sbi.inference.likelihood import LikelihoodEstimator, LogRatio, ObservedLikelihood
 from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior, prior_bounds, prior_log_prob
 from mflow_sbi.inference.sbi_plugin import (
     FastLikelihoodPotential,
@@ -14,7 +14,6 @@ from mflow_sbi.inference.sbi_plugin import (
 __all__ = [
     "FastLikelihoodPotential",
     "GridPosterior",
-    "LikelihoodEstimator",
     "LogRatio",
     "MCMCResult",
     "ModelDensityEstimator",

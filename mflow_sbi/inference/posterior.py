@@ -79,6 +79,7 @@ def mcmc_posterior(
     progress: bool = True,
     observed: Tensor | None = None,
     moves: Any = None,
+    parameter_names: tuple[str, ...] | list[str] | None = None,
 ) -> MCMCResult:
     """Sample p(θ|x) ∝ p(θ) L(θ) with emcee's ensemble sampler (Foreman-Mackey et al. 2013),
     one vectorized likelihood call per half-ensemble update for all its walkers.
@@ -91,11 +92,17 @@ def mcmc_posterior(
     walkers: keep `walkers` ≥ 32. Walkers start at prior draws; proposals outside the prior
     support get log density -inf and are never passed to the likelihood. After `burn_in`
     steps, `draws` · `thin` further steps are run and every `thin`-th kept. `observed` (the
-    events) is stored in the InferenceData's observed_data group.
+    events) is stored in the InferenceData's observed_data group; `parameter_names` (e.g. a
+    simulator's `theta_names`) label θ's components (`az.summary` shows theta[name]). Sampler
+    statistics: the log posterior `lp` and `accepted` (whether each walker moved) per draw, and
+    the acceptance fraction per walker.
     """
-    if walkers < 2 * _dimension(prior) or draws < 1 or burn_in < 0 or thin < 1:
-        raise ValueError("need walkers ≥ 2·dim(θ), draws ≥ 1, burn_in ≥ 0, thin ≥ 1")
     dimension = _dimension(prior)
+    if walkers < 2 * dimension or draws < 1 or burn_in < 0 or thin < 1:
+        raise ValueError("need walkers ≥ 2·dim(θ), draws ≥ 1, burn_in ≥ 0, thin ≥ 1")
+    names = [f"theta_{i}" for i in range(dimension)] if parameter_names is None else [str(n) for n in parameter_names]
+    if len(names) != dimension or len(set(names)) != dimension:
+        raise ValueError(f"parameter_names must be {dimension} distinct names, got {parameter_names}")
     start = sample_distribution(prior, walkers, torch.Generator().manual_seed(seed)).reshape(walkers, dimension)
     dtype = start.dtype
 
@@ -118,13 +125,17 @@ def mcmc_posterior(
         sampler.run_mcmc(start.double().numpy(), burn_in + draws * thin, progress=progress)
     chain = sampler.get_chain(discard=burn_in, thin=thin)  # (draws, walkers, p)
     log_prob = sampler.get_log_prob(discard=burn_in, thin=thin)
+    positions = np.concatenate([start.double().numpy()[None], sampler.get_chain()])
+    moved = (positions[1:] != positions[:-1]).any(-1)  # (steps, walkers): the step's proposal was accepted
+    accepted = moved[burn_in + thin - 1 :: thin]  # the step that produced each kept draw
     groups = {
         "posterior": {"theta": np.swapaxes(chain, 0, 1)},
-        "sample_stats": {"lp": log_prob.T},
+        "sample_stats": {"lp": log_prob.T, "accepted": accepted.T},
     }
     if observed is not None:
-        groups["observed_data"] = {"x": observed.detach().cpu().numpy()}
-    data = az.from_dict(**groups, dims={"theta": ["theta_dim"], "x": ["event", "feature"]})
+        groups["observed_data"] = {"x": observed.detach().cpu().numpy().reshape(len(observed), -1)}
+    data = az.from_dict(**groups, coords={"parameter": names}, dims={"theta": ["parameter"], "x": ["event", "feature"]})
+    data.sample_stats.attrs["acceptance_fraction"] = sampler.acceptance_fraction.tolist()
     return MCMCResult(
         samples=torch.as_tensor(chain.reshape(-1, dimension), dtype=dtype),
         inference_data=data,

@@ -5,9 +5,9 @@ Two routes, both ending in sbi's own posterior classes and diagnostics:
 
 - train inside sbi: `NLE(prior, density_estimator=estimator_builder("mflow", latent_dim=2))`
   trains with `ModelDensityEstimator.loss` (for M-flows the alternating M/D loss);
-- train with our trainer (`mflow_sbi.training.train`, any schedule), then wrap the model.
+- train with our trainer (`mflow_sbi.training.train`, any schedule), then pass the estimator.
 
-Either way `mcmc_posterior_for_sbi(model_or_estimator, prior)` returns an sbi `MCMCPosterior`
+Either way `mcmc_posterior_for_sbi(estimator, prior)` returns an sbi `MCMCPosterior`
 whose potential encodes the observed events once per x_o (`FastLikelihoodPotential`), so each
 MCMC step costs one pass of the inner flow per (θ, event) pair.
 """
@@ -26,90 +26,89 @@ from sbi.neural_nets.estimators import ConditionalDensityEstimator
 from sbi.utils import mcmc_transform
 from torch import Tensor
 
-from mflow_sbi.baselines import RatioEstimator
-from mflow_sbi.inference.likelihood import LikelihoodEstimator, ObservedLikelihood
+from mflow_sbi.estimator import Estimator, ObservedLikelihood
 from mflow_sbi.inference.posterior import prior_log_prob
-from mflow_sbi.models import ConditionalModel, build_model
-from mflow_sbi.training.losses import schedule
-from simulators.base import Simulator, as_generator
+from mflow_sbi.registry import build_estimator, estimator_class
+from mflow_sbi.simulator import Simulator, as_generator
+from mflow_sbi.training.losses import phase_loss, schedule
 
 
 class ModelDensityEstimator(ConditionalDensityEstimator):
-    """A `ConditionalModel` as sbi's likelihood estimator q(x|θ): input = x of shape (D,),
-    condition = θ of shape (p,), with sbi's (sample, batch) shape conventions.
+    """An `Estimator` with a density as sbi's likelihood estimator q(x|θ): input = x of the
+    estimator's event shape, condition = θ of shape (p,), with sbi's (sample, batch) shapes; x
+    and θ in raw units (the estimator standardizes inside, so sbi's z-scoring is not needed).
 
-    Inputs are cast to the model's dtype (sbi works in float32). `log_prob` is the model's
-    exact density (`exact=None` picks it where the model has one, else the latent density:
-    PAE); on sbi's iid trials it is computed without gradients to the model's parameters
-    (inference only). `loss(x, θ)` is the per-sample loss of the model's one-stage
-    schedule: -log p(x|θ) for AF and PIE; for M-flow, Me-flow and PAE the alternating M/D loss
-    w·‖x - g(g⁻¹(x))‖² - log p_h(g⁻¹(x)|θ), whose first term trains only the manifold and whose
-    second (with u detached) trains only h (Brehmer & Cranmer 2020, §3), so sbi's single
+    `log_prob` is the exact density (`exact=None` picks it where the estimator has one, else the
+    latent density: PAE); on sbi's iid trials it runs through `estimator.likelihood` (each event
+    encoded once). `loss(x, θ)` is the per-sample loss of a one-stage schedule: -log p(x|θ) for
+    AF and PIE; for M-flow, Me-flow and PAE the alternating M/D loss
+    w·‖x' - g(g⁻¹(x'))‖² - log p_h(g⁻¹(x')|θ), whose first term trains only the manifold and
+    whose second (with u detached) trains only h (Brehmer & Cranmer 2020, §3), so sbi's single
     optimizer performs M/D training.
     """
 
-    def __init__(self, model: ConditionalModel, exact: bool | None = None, reconstruction_weight: float = 1000.0) -> None:
-        super().__init__(net=model, input_shape=torch.Size([model.data_dim]), condition_shape=torch.Size([model.theta_dim]))
-        self.exact = model.has_exact_density if exact is None else exact
-        if self.exact and not model.has_exact_density:
-            raise ValueError(f"{model.name} has no tractable density; use exact=False")
-        one_stage = "alternating" if "alternating" in model.schedules else model.schedules[0]
-        (self.phases,) = schedule(one_stage, reconstruction_weight)
+    def __init__(self, estimator: Estimator, exact: bool | None = None, reconstruction_weight: float = 1000.0) -> None:
+        if estimator.loss_schedule == "ratio":
+            raise ValueError(f"{estimator.name} is a ratio estimator, not a density: use mcmc_posterior_for_sbi with it directly")
+        super().__init__(net=estimator, input_shape=torch.Size(estimator.event_shape), condition_shape=torch.Size([estimator.theta_dim]))
+        self.exact = estimator.has_exact_density if exact is None else exact
+        if self.exact and not estimator.has_exact_density:
+            raise ValueError(f"{estimator.name} has no tractable density; use exact=False")
+        (self.phases,) = schedule(estimator.loss_schedule, reconstruction_weight)
 
     @property
-    def model(self) -> ConditionalModel:
-        """The wrapped model (sbi calls it `net`)."""
+    def estimator(self) -> Estimator:
+        """The wrapped estimator (sbi calls it `net`)."""
         return self.net
 
     def log_prob(self, input: Tensor, condition: Tensor, **kwargs: Any) -> Tensor:
-        """log q(x|θ) for x (S, B, D) or (B, D) and θ (B, p) or (S, B, p) -> (S, B)."""
+        """log q(x|θ) for x (S, B, *event) or (B, *event) and θ (B, p) or (S, B, p) -> (S, B)."""
         self._check_input_shape(input)
         self._check_condition_shape(condition)
-        input, condition, batch = self._broadcast_and_align(self._as_model_dtype(input), self._as_model_dtype(condition))
+        input, condition, batch = self._broadcast_and_align(input, condition)
         samples = input.shape[0]
-        if batch > 1 and input.stride(1) == 0 and condition.stride(0) == 0 and not self.model.encoder_depends_on_theta:
-            # sbi's iid trials: S events expanded over B θ. Encode each event (and its
-            # θ-independent Jacobian term) once, then one inner-flow pass per pair.
-            likelihood = ObservedLikelihood(self.model, input[:, 0], exact=self.exact)
-            return likelihood.table(condition[0]).T
-        values = self.model.log_prob(
-            input.reshape(-1, self.model.data_dim), condition.reshape(-1, self.model.theta_dim), exact=self.exact
-        )
-        return values.reshape(samples, batch)
+        if batch > 1 and input.stride(1) == 0 and condition.stride(0) == 0:
+            # sbi's iid trials: S events expanded over B θ. Cache each event once, then one
+            # inner-flow pass per pair.
+            return self.estimator.likelihood(input[:, 0], exact=self.exact).table(condition[0]).T
+        events = input.reshape(-1, *self.estimator.event_shape)
+        values = self.estimator.log_prob(events, condition.reshape(-1, self.estimator.theta_dim), exact=self.exact)
+        return values.reshape(samples, batch).to(input.dtype)
 
     def loss(self, input: Tensor, condition: Tensor, **kwargs: Any) -> Tensor:
-        """Per-sample training loss for x (B, D) and θ (B, p) -> (B,)."""
-        input, condition = self._as_model_dtype(input), self._as_model_dtype(condition)
-        return sum(phase.weight * phase.loss(self.model, input, condition) for phase in self.phases)
+        """Per-sample training loss for x (B, *event) and θ (B, p) -> (B,)."""
+        x = self.estimator.check_x(input)
+        data = {"x": x, "theta": self.estimator.check_theta(condition, x)}
+        return sum(phase_loss(phase, self.estimator, data) for phase in self.phases)
 
     def sample(self, sample_shape: torch.Size, condition: Tensor, **kwargs: Any) -> Tensor:
-        """x ~ q(x|θ) for θ (B, p) -> (*sample_shape, B, D)."""
+        """x ~ q(x|θ) for θ (B, p) -> (*sample_shape, B, *event)."""
         self._check_condition_shape(condition)
-        condition = self._as_model_dtype(condition).reshape(-1, self.model.theta_dim)
+        condition = condition.reshape(-1, self.estimator.theta_dim)
         shape = torch.Size(sample_shape)
-        theta = condition.expand(shape.numel(), *condition.shape).reshape(-1, self.model.theta_dim)
-        return self.model.sample(theta).reshape(*shape, len(condition), self.model.data_dim)
-
-    def _as_model_dtype(self, tensor: Tensor) -> Tensor:
-        """sbi hands over float32; a model kept in another precision gets its own dtype."""
-        return tensor.to(self.model.dtype)
+        theta = condition.expand(shape.numel(), *condition.shape).reshape(-1, self.estimator.theta_dim)
+        return self.estimator.sample(theta).reshape(*shape, len(condition), *self.estimator.event_shape).to(condition.dtype)
 
 
 def estimator_builder(
     model: str = "mflow", reconstruction_weight: float = 1000.0, **model_config: Any
 ) -> Callable[[Tensor, Tensor], ModelDensityEstimator]:
     """A builder for `NLE(prior, density_estimator=...)`, following sbi's protocol
-    `builder(theta, x) -> ConditionalDensityEstimator`: it builds one of our models with the
-    data and parameter dimensions read off the first training batch; `model_config` holds the
-    model's other constructor arguments, e.g. `latent_dim=2`."""
+    `builder(theta, x) -> ConditionalDensityEstimator`: it builds one of our registered flows
+    with the event shape and θ dimension read off sbi's training data and fits its
+    standardization to them (`standardize=False` in `model_config` opts out); `model_config`
+    holds the model's other constructor arguments, e.g. `latent_dim=2`."""
+    estimator_class(model)  # an unknown name fails here, not inside sbi's training
     return partial(_build_estimator, {"model": model, **model_config}, reconstruction_weight)
 
 
 def _build_estimator(config: dict[str, Any], reconstruction_weight: float, theta: Tensor, x: Tensor) -> ModelDensityEstimator:
-    if theta.ndim != 2 or x.ndim != 2:
-        raise ValueError(f"our models need θ (N, p) and x (N, D), got shapes {tuple(theta.shape)} and {tuple(x.shape)}")
-    model = build_model({**config, "data_dim": x.shape[1], "theta_dim": theta.shape[1]})
-    return ModelDensityEstimator(model, reconstruction_weight=reconstruction_weight)
+    if theta.ndim != 2 or x.ndim not in (2, 4):
+        raise ValueError(f"our models need θ (N, p) and x (N, D) or (N, C, H, W), got shapes {tuple(theta.shape)} and {tuple(x.shape)}")
+    shape = {"data_dim": x.shape[1]} if x.ndim == 2 else {"image_shape": list(x.shape[1:])}
+    estimator = build_estimator({**config, **shape, "theta_dim": theta.shape[1]})
+    estimator.fit_standardization(x, theta)
+    return ModelDensityEstimator(estimator, reconstruction_weight=reconstruction_weight)
 
 
 class FastLikelihoodPotential(BasePotential):
@@ -125,10 +124,10 @@ class FastLikelihoodPotential(BasePotential):
     `sample_batched`, used by SBC): log p(x_i|θ_i), one observation per θ row.
     """
 
-    def __init__(self, model: LikelihoodEstimator, prior: torch.distributions.Distribution, x_o: Tensor | None = None) -> None:
-        self.model = model
+    def __init__(self, estimator: Estimator, prior: torch.distributions.Distribution, x_o: Tensor | None = None) -> None:
+        self.estimator = estimator
         self._likelihood: ObservedLikelihood | None = None
-        super().__init__(prior, x_o, device=str(model.device))
+        super().__init__(prior, x_o, device=str(estimator.device))
 
     def set_x(self, x_o: Tensor | None, x_is_iid: bool | None = True) -> None:
         """Set the observed data; the events are encoded once per new x_o."""
@@ -136,33 +135,30 @@ class FastLikelihoodPotential(BasePotential):
         if x_o is None:
             self._likelihood = None
             return
-        x_o = self.x_o.to(self.model.dtype)
-        if self._likelihood is None or not torch.equal(self._likelihood.x_observed, x_o):  # encode once per x_o
-            self._likelihood = ObservedLikelihood(self.model, x_o)
+        x_o = self.x_o.to(self.estimator.dtype)
+        if self._likelihood is None or not torch.equal(self._likelihood.x_observed, x_o):  # cache once per x_o
+            self._likelihood = self.estimator.likelihood(x_o)
 
     def __call__(self, theta: Tensor, track_gradients: bool = True) -> Tensor:
         if self._likelihood is None:
             raise ValueError("no observed data is set; call set_x(x_o) or pass x to the posterior")
-        theta = theta.reshape(-1, self.model.theta_dim)
+        theta = theta.reshape(-1, self.estimator.theta_dim)
         log_prior = prior_log_prob(self.prior, theta).to(theta.dtype)
         with torch.set_grad_enabled(track_gradients):
-            t = theta.to(self._likelihood.x_observed.dtype)
-            log_likelihood = self._likelihood(t) if self.x_is_iid else self._likelihood.per_event(t)
+            log_likelihood = self._likelihood(theta) if self.x_is_iid else self._likelihood.per_event(theta)
             return torch.where(torch.isfinite(log_prior), log_likelihood.to(theta.dtype) + log_prior, log_prior)
 
 
-def _as_model(model_or_estimator: ConditionalModel | RatioEstimator | ModelDensityEstimator) -> LikelihoodEstimator:
-    if isinstance(model_or_estimator, ModelDensityEstimator):
-        return model_or_estimator.model
-    if isinstance(model_or_estimator, (ConditionalModel, RatioEstimator)):
-        return model_or_estimator
-    raise ValueError(
-        f"expected one of our models, a RatioEstimator or a ModelDensityEstimator, got {type(model_or_estimator).__name__}"
-    )
+def _as_estimator(estimator: Estimator | ModelDensityEstimator) -> Estimator:
+    if isinstance(estimator, ModelDensityEstimator):
+        return estimator.estimator
+    if isinstance(estimator, Estimator):
+        return estimator
+    raise ValueError(f"expected one of our estimators or a ModelDensityEstimator, got {type(estimator).__name__}")
 
 
 def mcmc_posterior_for_sbi(
-    model_or_estimator: ConditionalModel | RatioEstimator | ModelDensityEstimator,
+    estimator: Estimator | ModelDensityEstimator,
     prior: torch.distributions.Distribution,
     x_o: Tensor | None = None,
     **mcmc_parameters: Any,
@@ -171,8 +167,7 @@ def mcmc_posterior_for_sbi(
     unconstrained, z-scored θ space; `mcmc_parameters` go to `MCMCPosterior` (method,
     num_chains, warmup_steps, thin, init_strategy, …). Use it with sbi's `sample`,
     `sample_batched`, `log_prob`, `map` and diagnostics (SBC, TARP, C2ST)."""
-    model = _as_model(model_or_estimator).eval()
-    potential = FastLikelihoodPotential(model, prior, x_o)
+    potential = FastLikelihoodPotential(_as_estimator(estimator).eval(), prior, x_o)
     posterior = MCMCPosterior(potential, proposal=prior, theta_transform=mcmc_transform(prior), **mcmc_parameters)
     if x_o is not None:
         posterior.set_default_x(x_o)

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict
-
-from torch import Tensor
-
-from mflow_sbi.models.base import ConditionalModel, as_flow_config
-from mflow_sbi.transforms import FlowConfig, build_flow, pad, project
+from mflow_sbi.models.flow import ManifoldFlow
+from mflow_sbi.models.mflow import compose_manifold
+from mflow_sbi.models.parts import event_shape_of
+from mflow_sbi.registry import register
+from mflow_sbi.transforms import FlowConfig, ImageFlowConfig
 
 
-class PIE(ConditionalModel):
+@register
+class PIE(ManifoldFlow):
     """(u, v) = f(x), log p(x|θ) = log p_h(u|θ) + log N(v; 0, ε² I) + log|det J_f(x)|.
 
     `conditional_manifold=True` is the original PIE: f depends on θ, so the manifold does too.
@@ -24,43 +23,30 @@ class PIE(ConditionalModel):
 
     name = "pie"
     schedules = ("likelihood",)
+    loss_schedule = "likelihood"
+    density_kind = "ambient"
 
     def __init__(
         self,
-        data_dim: int,
-        theta_dim: int,
-        latent_dim: int,
+        data_dim: int | None = None,
+        theta_dim: int = 1,
+        latent_dim: int = 1,
         conditional_manifold: bool = False,
         epsilon: float = 0.01,
-        outer: FlowConfig | dict | None = None,
+        outer: FlowConfig | ImageFlowConfig | dict | None = None,
         inner: FlowConfig | dict | None = None,
+        *,
+        image_shape: tuple[int, int, int] | list[int] | None = None,
+        standardize: bool = True,
+        seed: int = 0,
     ) -> None:
-        super().__init__(data_dim, theta_dim, latent_dim, inner)
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be positive, got {epsilon}")
-        outer = as_flow_config(outer)
-        self.conditional_manifold, self.epsilon = conditional_manifold, epsilon
-        self.outer = build_flow(data_dim, theta_dim if conditional_manifold else 0, outer)
-        self._config.update(conditional_manifold=conditional_manifold, epsilon=epsilon, outer=asdict(outer))
-
-    @property
-    def encoder_depends_on_theta(self) -> bool:
-        return self.conditional_manifold
-
-    def _outer(self, theta: Tensor | None):
-        return self.outer(theta if self.conditional_manifold else None)
-
-    def _encode(self, x: Tensor, theta: Tensor | None) -> Tensor:
-        return project(self._outer(theta)(x), self.latent_dim)
-
-    def _decode(self, u: Tensor, theta: Tensor | None) -> Tensor:
-        return self._outer(theta).inv(pad(u, self.data_dim))
-
-    def _log_prob(self, x: Tensor, theta: Tensor, exact: bool) -> Tensor:
-        z, ladj = self._outer(theta).call_and_ladj(x)
-        u, v = z[:, : self.latent_dim], z[:, self.latent_dim :]
-        log_p = self.log_prob_latent(u, theta)
-        if not exact and not self.conditional_manifold:
-            return log_p
-        log_p_v = -0.5 * (v / self.epsilon) ** 2 - math.log(self.epsilon) - 0.5 * math.log(2 * math.pi)
-        return log_p + log_p_v.sum(-1) + ladj
+        event_shape = event_shape_of(data_dim, image_shape)
+        parts = compose_manifold(event_shape, theta_dim, latent_dim, outer, inner, seed, None, strict=False, conditional_chart=conditional_manifold)
+        config = parts.pop("config")
+        super().__init__(**parts, epsilon=epsilon, standardize=standardize)
+        self.conditional_manifold = conditional_manifold
+        self._config = {
+            "data_dim": data_dim, "image_shape": None if image_shape is None else list(event_shape),
+            "theta_dim": self.theta_dim, "latent_dim": self.latent_dim, "conditional_manifold": conditional_manifold,
+            "epsilon": epsilon, **config, "standardize": standardize, "seed": seed,
+        }  # fmt: skip

@@ -1,5 +1,6 @@
-"""Checkpoints: the model's state dict plus its JSON config in one file, written atomically
-and loaded with `weights_only=True` (no arbitrary unpickling)."""
+"""Checkpoints: an estimator's state dict (weights and fitted standardization) plus its JSON
+config in one file, written atomically and loaded with `weights_only=True` (no arbitrary
+unpickling); the registry rebuilds the estimator from the config."""
 
 from __future__ import annotations
 
@@ -7,25 +8,20 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mflow_sbi.models import build_model
+from mflow_sbi.registry import build_estimator
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from mflow_sbi.estimator import Estimator
 
-
-def _build(config: dict[str, Any]) -> torch.nn.Module:
-    """A flow model (`build_model`) or a ratio estimator from its saved config."""
-    from mflow_sbi.baselines import RatioEstimator  # here: the baselines import the trainer
-
-    if config.get("model") == RatioEstimator.name:
-        return RatioEstimator(**{k: v for k, v in config.items() if k != "model"})
-    return build_model(config)
+#: 2: estimators with their standardization in the state dict, one registry name per family
+FORMAT_VERSION = 2
 
 
-def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(path: str | Path, model: Estimator, metadata: dict[str, Any] | None = None) -> Path:
     """Write {format_version, config (JSON), metadata (JSON), state_dict} to `path` atomically:
     a crash mid-write leaves the previous file intact."""
     path = Path(path)
@@ -47,8 +43,8 @@ def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any
     return path
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model (a `ConditionalModel` or a `RatioEstimator`) saved at `path` and its metadata."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Estimator, dict[str, Any]]:
+    """The estimator saved at `path` (any registered family) and its metadata."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -58,8 +54,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     if payload["format_version"] != FORMAT_VERSION:
         raise ValueError(
             f"{path} has checkpoint format {payload['format_version']}; this version reads format {FORMAT_VERSION}"
+            " (format 1 predates estimators with built-in standardization: retrain the model)"
         )
-    model = _build(json.loads(payload["config"]))
+    model = build_estimator(json.loads(payload["config"]))
     dtypes = {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()}
     if len(dtypes) == 1:  # keep the precision the model was saved in
         model.to(dtypes.pop())

@@ -1,41 +1,42 @@
-"""Per-sample losses, each `loss(model, x, theta, ...) -> (batch,)`, and the training phases that
-pair a loss with the parameters it updates (Brehmer & Cranmer 2020, §3, "M/D training").
+"""Training phases as data: each pairs one of the estimator's per-sample loss methods with the
+parameters it updates (Brehmer & Cranmer 2020, §3, "M/D training"), and schedules are lists of
+stages of phases.
 
-SCANDAL (Brehmer et al. 2018, "Mining gold from implicit models"; used for every conditional
-density model in Brehmer & Cranmer 2020, §4.2) adds the joint score of the simulator to the
-likelihood or density phase: loss = NLL + α · ‖∇_θ log p̂(x|θ) - t(x,z|θ)‖².
+The loss methods (`manifold_loss`, `density_loss`, `likelihood_loss`, `ratio_loss`) belong to
+the estimator families; a phase names them, so phases, schedules and the estimators holding them
+pickle. SCANDAL (Brehmer et al. 2018, "Mining gold from implicit models"; used for every
+conditional density model in Brehmer & Cranmer 2020, §4.2) adds the simulator's joint score to a
+likelihood or density phase: loss = NLL + α · ‖∇_θ log p̂(x|θ) - t(x,z|θ)‖², with θ and t in raw
+units (the estimator's standardization is inside the autograd graph).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor, nn
-
-from mflow_sbi.models import ConditionalModel
+from torch import Tensor
 
 
-def negative_log_likelihood(model: ConditionalModel, x: Tensor, theta: Tensor) -> Tensor:
-    """-log p(x|θ) with the model's exact density (AF, PIE)."""
-    return -model.log_prob(x, theta, exact=True)
+@dataclass(frozen=True)
+class Phase:
+    """`getattr(estimator, loss)(*(data[f] for f in fields), **options)` per sample, weighted by
+    `weight`, trains the parameters `getattr(estimator, parameters)()`. With `score_weight` = α
+    the SCANDAL term α · ‖∇_θ(-loss) - t‖² is added, t read from the field "score"."""
 
+    name: str
+    loss: str
+    parameters: str
+    weight: float = 1.0
+    fields: tuple[str, ...] = ("x", "theta")
+    options: tuple[tuple[str, Any], ...] = ()
+    score_weight: float | None = None
 
-def reconstruction_loss(model: ConditionalModel, x: Tensor, theta: Tensor) -> Tensor:
-    """‖x - g(g⁻¹(x))‖²: the manifold phase's loss (needs θ only where the manifold does)."""
-    return model.reconstruction_error(x, theta if model.encoder_depends_on_theta else None)
-
-
-def latent_negative_log_likelihood(model: ConditionalModel, x: Tensor, theta: Tensor) -> Tensor:
-    """-log p_h(u|θ) with u = g⁻¹(x) held fixed: the density phase's loss, Eq. (3) without the
-    -½ log det(J_gᵀ J_g) term, which does not depend on h."""
-    with torch.no_grad():
-        u = model.encode(x)
-    return -model.log_prob_latent(u, theta)
-
-
-Loss = Callable[..., Tensor]
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every field of the training data this phase reads."""
+        return self.fields + (("score",) if self.score_weight is not None else ())
 
 
 def score_matching_term(log_likelihood: Tensor, theta: Tensor, score: Tensor, create_graph: bool) -> Tensor:
@@ -45,68 +46,53 @@ def score_matching_term(log_likelihood: Tensor, theta: Tensor, score: Tensor, cr
     return ((model_score - score) ** 2).sum(-1)
 
 
-def scandal(likelihood_loss: Loss, alpha: float) -> Loss:
-    """The SCANDAL version of a negative-log-likelihood loss:
-    `loss(model, x, θ, t) = nll + α · ‖∇_θ(-nll) - t‖²` with t the joint score (rows paired;
-    in the units of θ the model sees, see `Standardization.score`)."""
-    if not alpha > 0:
-        raise ValueError(f"the SCANDAL weight alpha must be positive, got {alpha}")
-
-    def loss(model: ConditionalModel, x: Tensor, theta: Tensor, score: Tensor) -> Tensor:
-        training = torch.is_grad_enabled()  # False during validation
-        with torch.enable_grad():
-            theta = theta.detach().requires_grad_(True)
-            nll = likelihood_loss(model, x, theta)
-            value = nll + alpha * score_matching_term(-nll, theta, score, create_graph=training)
-        return value if training else value.detach()
-
-    return loss
+def phase_loss(phase: Phase, estimator: Any, data: dict[str, Tensor]) -> Tensor:
+    """The weighted per-sample loss of `phase` on the named tensors in `data` -> (batch,)."""
+    loss = getattr(estimator, phase.loss)
+    arguments = [data[field] for field in phase.fields]
+    if phase.score_weight is None:
+        return phase.weight * loss(*arguments, **dict(phase.options))
+    training = torch.is_grad_enabled()  # False during validation
+    with torch.enable_grad():
+        theta = data["theta"].detach().requires_grad_(True)
+        arguments[phase.fields.index("theta")] = theta
+        nll = loss(*arguments, **dict(phase.options))
+        value = nll + phase.score_weight * score_matching_term(-nll, theta, data["score"], create_graph=training)
+    return phase.weight * (value if training else value.detach())
 
 
-@dataclass(frozen=True)
-class Phase:
-    """A loss, the parameters it trains, and the fields of the training data it reads (the
-    loss is called as `loss(model, *(batch[f] for f in fields))`)."""
-
-    name: str
-    loss: Loss
-    parameters: Callable[[nn.Module], Iterator[nn.Parameter]]
-    weight: float = 1.0
-    fields: tuple[str, ...] = ("x", "theta")
-
-
-def likelihood_phase(scandal_alpha: float | None = None) -> Phase:
-    if scandal_alpha is None:
-        return Phase("likelihood", negative_log_likelihood, lambda m: m.parameters())
-    loss = scandal(negative_log_likelihood, scandal_alpha)
-    return Phase("likelihood+scandal", loss, lambda m: m.parameters(), fields=("x", "theta", "score"))
-
-
-def manifold_phase(weight: float) -> Phase:
-    return Phase("manifold", reconstruction_loss, lambda m: m.manifold_parameters(), weight)
-
-
-def density_phase(scandal_alpha: float | None = None) -> Phase:
-    if scandal_alpha is None:
-        return Phase("density", latent_negative_log_likelihood, lambda m: m.density_parameters())
-    loss = scandal(latent_negative_log_likelihood, scandal_alpha)
-    return Phase("density+scandal", loss, lambda m: m.density_parameters(), fields=("x", "theta", "score"))
-
-
-def schedule(name: str, reconstruction_weight: float = 1000.0, scandal_alpha: float | None = None) -> list[tuple[Phase, ...]]:
+def schedule(
+    name: str, reconstruction_weight: float = 1000.0, score_weight: float | None = None, hard_labels: bool = False
+) -> list[tuple[Phase, ...]]:
     """The stages of a training schedule; each stage steps its phases in turn on every batch.
 
-    likelihood:  [(ML,)]            — AF, PIE
-    sequential:  [(M,), (D,)]       — manifold phase to convergence, then density phase
-    alternating: [(M, D)]           — one M step and one D step per batch
+    likelihood:  [(ML,)]       — AF, PIE: exact negative log-likelihood
+    sequential:  [(M,), (D,)]  — manifold phase to convergence, then density phase
+    alternating: [(M, D)]      — one M step and one D step per batch
+    ratio:       [(R,)]        — ALICES (`hard_labels`: CARL); `score_weight` is its α
 
-    With `scandal_alpha`, the ML and D phases carry SCANDAL's score term (the manifold phase
-    never sees θ, so it has none).
+    With `score_weight` the ML and D phases carry SCANDAL's score term (the manifold phase never
+    sees θ, so it has none).
     """
+    if not reconstruction_weight > 0:
+        raise ValueError(f"reconstruction_weight must be positive, got {reconstruction_weight}")
+    if score_weight is not None and not score_weight > 0:
+        raise ValueError(f"score_weight must be positive or None, got {score_weight}")
+    manifold = Phase("manifold", "manifold_loss", "manifold_parameters", reconstruction_weight)
+    suffix = "" if score_weight is None else "+scandal"
+    density = Phase("density" + suffix, "density_loss", "density_parameters", score_weight=score_weight)
+    likelihood = Phase("likelihood" + suffix, "likelihood_loss", "parameters", score_weight=score_weight)
+    ratio_name = "carl" if hard_labels else "alice" if score_weight is None else "alices"
+    ratio = Phase(
+        ratio_name, "ratio_loss", "parameters",
+        fields=("x", "theta", "joint_log_ratio", "joint_score", "reference_class"),
+        options=(("score_weight", score_weight), ("hard_labels", hard_labels)),
+    )  # fmt: skip
     stages = {
-        "likelihood": [(likelihood_phase(scandal_alpha),)],
-        "sequential": [(manifold_phase(reconstruction_weight),), (density_phase(scandal_alpha),)],
-        "alternating": [(manifold_phase(reconstruction_weight), density_phase(scandal_alpha))],
+        "likelihood": [(likelihood,)],
+        "sequential": [(manifold,), (density,)],
+        "alternating": [(manifold, density)],
+        "ratio": [(ratio,)],
     }
     if name not in stages:
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(stages)}")

@@ -7,21 +7,19 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from mflow_sbi.models import ConditionalModel
 from mflow_sbi.training.checkpoints import save_model
-from mflow_sbi.training.losses import Phase, schedule
+from mflow_sbi.training.losses import Phase, phase_loss, schedule
 from mflow_sbi.validation import check_matrix, check_same_batch
 
-
-def phase_loss(phase: Phase, model: nn.Module, data: dict[str, Tensor]) -> Tensor:
-    """The per-sample loss of `phase` on the fields of `data` it reads."""
-    return phase.loss(model, *(data[field] for field in phase.fields))
+if TYPE_CHECKING:
+    from mflow_sbi.estimator import Estimator
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,7 +57,7 @@ class TrainingConfig:
 
 
 def train(
-    model: ConditionalModel,
+    model: Estimator,
     x: Tensor,
     theta: Tensor,
     schedule_name: str | None = None,
@@ -68,8 +66,9 @@ def train(
     checkpoint: str | Path | None = None,
     score: Tensor | None = None,
 ) -> pd.DataFrame:
-    """Train `model` on pairs (x_i, θ_i) with a schedule of `model.schedules` (default: the
-    first) and return the history, one row per epoch.
+    """Train `model` on pairs (x_i, θ_i) in raw units with a schedule of `model.schedules`
+    (default: the first) and return the history, one row per epoch. The model's standardization
+    is fitted to x and θ first (unless it is disabled or already fitted).
 
     With `config.score_weight = α` and the simulator's joint score t(x_i, z_i|θ_i) as `score`
     (batch, p), the likelihood and density phases train with SCANDAL's loss
@@ -79,9 +78,8 @@ def train(
     `checkpoint`, the model is saved after every epoch (atomic write), so a crash loses at
     most one epoch.
     """
-    model.check_x(x)
-    check_matrix("theta", theta, model.theta_dim)
-    check_same_batch(x=x, theta=theta)
+    x = model.check_x(x)
+    theta = model.check_theta(theta, x)
     schedule_name = schedule_name or model.schedules[0]
     if schedule_name not in model.schedules:
         raise ValueError(f"{model.name} trains with {model.schedules}, not {schedule_name!r}")
@@ -97,7 +95,7 @@ def train(
 
 
 def fit(
-    model: nn.Module,
+    model: Estimator,
     data: dict[str, Tensor],
     stages: list[tuple[Phase, ...]],
     config: TrainingConfig,
@@ -105,43 +103,52 @@ def fit(
     checkpoint: str | Path | None = None,
 ) -> pd.DataFrame:
     """Mini-batch optimization of `stages` (see `schedule`) on the named tensors in `data`
-    (rows paired), with a validation split, early stopping and per-epoch checkpoints; the
-    engine under `train` and the ratio estimators' trainers."""
+    (rows paired, raw units), with a validation split, early stopping and per-epoch
+    checkpoints; the engine under `train` and the ratio estimators' trainers. The model's
+    standardization is fitted to the training split's x and θ when training starts."""
     n = check_same_batch(**data)
+    missing = sorted({f for phases in stages for p in phases for f in p.reads} - set(data))
+    if missing:
+        raise ValueError(f"the schedule reads fields {missing} that the training data lack (it has {sorted(data)})")
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(n, generator=generator)
     n_validation = max(1, int(round(config.validation_fraction * n)))
     validation, training = order[:n_validation], order[n_validation:]
     if len(training) == 0:
         raise ValueError("not enough samples to split off a validation set")
-    names = list(data)
-    loader = DataLoader(
-        TensorDataset(*(data[k][training] for k in names)), batch_size=config.batch_size, shuffle=True, generator=generator
-    )
-    validation_data = {k: data[k][validation].to(device) for k in names}
     model.to(device)
+    cast = {k: v.to(device=device, dtype=model.dtype if v.is_floating_point() else v.dtype) for k, v in data.items()}
+    training_data = {k: v[training] for k, v in cast.items()}
+    validation_data = {k: v[validation] for k, v in cast.items()}
+    model.fit_standardization(training_data["x"], training_data["theta"])
 
     rows: list[dict] = []
     for stage_index, phases in enumerate(stages):
-        rows += _train_stage(model, phases, names, loader, validation_data, config, device, stage_index, checkpoint)
+        rows += _train_stage(model, phases, training_data, validation_data, config, generator, stage_index, checkpoint)
     return pd.DataFrame(rows)
 
 
+def _batches(data: dict[str, Tensor], batch_size: int, generator: torch.Generator) -> list[dict[str, Tensor]]:
+    """One epoch of shuffled mini-batches, sliced from the tensors (no per-item indexing)."""
+    order = torch.randperm(len(next(iter(data.values()))), generator=generator)
+    return [{k: v[index] for k, v in data.items()} for index in order.to(next(iter(data.values())).device).split(batch_size)]
+
+
 def _train_stage(
-    model: nn.Module,
+    model: Estimator,
     phases: tuple[Phase, ...],
-    names: list[str],
-    loader: DataLoader,
+    training_data: dict[str, Tensor],
     validation_data: dict[str, Tensor],
     config: TrainingConfig,
-    device: str | torch.device,
+    generator: torch.Generator,
     stage_index: int,
     checkpoint: str | Path | None,
 ) -> list[dict]:
-    steps = config.epochs * len(loader)
+    batches_per_epoch = math.ceil(len(training_data["x"]) / config.batch_size)
+    steps = config.epochs * batches_per_epoch
+    parameters = [list(getattr(model, p.parameters)()) for p in phases]
     optimizers = [
-        torch.optim.AdamW(list(p.parameters(model)), lr=config.learning_rate, weight_decay=config.weight_decay)
-        for p in phases
+        torch.optim.AdamW(group, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True) for group in parameters
     ]
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in optimizers]
     stage = "+".join(p.name for p in phases)
@@ -151,11 +158,10 @@ def _train_stage(
     for epoch in bar:
         model.train()
         sums = dict.fromkeys((p.name for p in phases), 0.0)
-        for batch, tensors in enumerate(loader):
-            batch_data = {k: t.to(device) for k, t in zip(names, tensors)}
-            for phase, optimizer, scheduler in zip(phases, optimizers, schedulers):
+        for batch, batch_data in enumerate(_batches(training_data, config.batch_size, generator)):
+            for phase, group, optimizer, scheduler in zip(phases, parameters, optimizers, schedulers):
                 model.zero_grad(set_to_none=True)
-                loss = phase.weight * phase_loss(phase, model, batch_data).mean()
+                loss = phase_loss(phase, model, batch_data).mean()
                 if not torch.isfinite(loss):
                     model.load_state_dict(best_state)
                     raise NonFiniteLossError(
@@ -163,7 +169,7 @@ def _train_stage(
                         "lower the learning rate or check the data for outliers"
                     )
                 loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(list(phase.parameters(model)), config.clip_norm)
+                norm = torch.nn.utils.clip_grad_norm_(group, config.clip_norm, foreach=True)
                 if not torch.isfinite(norm):
                     model.load_state_dict(best_state)
                     raise NonFiniteLossError(
@@ -175,12 +181,12 @@ def _train_stage(
                 sums[phase.name] += loss.item()
         model.eval()
         with torch.no_grad():
-            val = {p.name: p.weight * phase_loss(p, model, validation_data).mean().item() for p in phases}
+            val = {p.name: phase_loss(p, model, validation_data).mean().item() for p in phases}
         val_loss = sum(val.values())
         if not math.isfinite(val_loss):
             raise NonFiniteLossError(f"validation loss is {val_loss} at stage {stage_index}, epoch {epoch}")
         row = {"stage": stage_index, "phases": stage, "epoch": epoch, "validation_loss": val_loss}
-        row |= {f"train_{k}": v / len(loader) for k, v in sums.items()} | {f"validation_{k}": v for k, v in val.items()}
+        row |= {f"train_{k}": v / batches_per_epoch for k, v in sums.items()} | {f"validation_{k}": v for k, v in val.items()}
         rows.append(row)
         bar.set_postfix(validation=f"{val_loss:.4g}")
         if val_loss < best_loss:

@@ -28,12 +28,21 @@ class FlowConfig:
     mixing: Literal["lu", "permutation"] = "lu"
     seed: int = 0
 
+    def validate(self) -> None:
+        """Raise a `ValueError` naming the first setting out of range."""
+        checks = {
+            "layers": self.layers >= 0, "bins": self.bins >= 2, "bound": self.bound > 0,
+            "hidden": self.hidden >= 1, "blocks": self.blocks >= 0, "mixing": self.mixing in ("permutation", "lu"),
+        }  # fmt: skip
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"flow setting {name} = {getattr(self, name)!r} is out of range")
+
 
 def build_flow(features: int, context: int, config: FlowConfig) -> LazyTransform:
     """coupling → mixing, `config.layers` times; a bijection of R^features, conditioned on a
     context of `context` features (0 for none). Permutations are drawn from `config.seed`."""
-    if config.mixing not in ("permutation", "lu"):
-        raise ValueError(f"mixing must be 'permutation' or 'lu', got {config.mixing!r}")
+    config.validate()
     generator = torch.Generator().manual_seed(config.seed)
     layers: list[LazyTransform] = []
     for i in range(config.layers):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,14 +31,16 @@ from mflow_sbi.inference.grid import GridPosterior
 from mflow_sbi.transforms import log_det_metric
 from mflow_sbi.transforms.image import check_images, dequantize, quantize
 from mflow_sbi.validation import check_matrix
-from simulators.base import GoldData, Simulator, as_generator
+from mflow_sbi.simulator import GoldData, Simulator, as_generator
 from simulators.image_manifold.generator import GeneratorConfig, StyleGAN2Generator
 
 
 class ImageManifold(Simulator):
     """The StyleGAN image manifold with exact latents, posteriors and manifold distances."""
 
+    name = "image_manifold"
     theta_dim = 1
+    theta_names = ("theta",)
 
     def __init__(
         self,
@@ -50,12 +53,14 @@ class ImageManifold(Simulator):
         quantize: bool = False,
     ) -> None:
         self.generator = (generator or StyleGAN2Generator(GeneratorConfig(resolution=resolution))).eval().requires_grad_(False)
+        self._given_generator = generator is not None
         style_dim = self.generator.config.style_dim
         if not 1 <= manifold_dim <= style_dim:
             raise ValueError(f"manifold_dim must lie in 1…{style_dim} (the generator's latent size), got {manifold_dim}")
         if not (scale_slope > 0 and output_gain > 0):
             raise ValueError(f"scale_slope and output_gain must be positive, got {scale_slope}, {output_gain}")
         self.manifold_dim, self.scale_slope, self.output_gain, self.quantize = manifold_dim, scale_slope, output_gain, quantize
+        self.latent_seed = latent_seed
         self.resolution = self.generator.resolution
         self.image_shape = (3, self.resolution, self.resolution)
         self.data_dim = 3 * self.resolution**2
@@ -67,6 +72,17 @@ class ImageManifold(Simulator):
     @property
     def prior(self) -> torch.distributions.Distribution:
         return self._prior
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments; a simulator around a given `generator` has none (its
+        weights are no JSON), so this raises a ValueError."""
+        if self._given_generator:
+            raise ValueError("an ImageManifold built around a given generator cannot be rebuilt from options")
+        return {
+            "manifold_dim": self.manifold_dim, "resolution": self.resolution, "latent_seed": self.latent_seed,
+            "scale_slope": self.scale_slope, "output_gain": self.output_gain, "quantize": self.quantize,
+        }  # fmt: skip
 
     # ---- the manifold -----------------------------------------------------------------------
     def _generator_for(self, dtype: torch.dtype) -> StyleGAN2Generator:
@@ -176,6 +192,11 @@ class ImageManifold(Simulator):
         log_likelihood = -0.5 * squared[0] * torch.exp(-2 * log_sigma) - m * k * log_sigma - 0.5 * squared[1]
         log_likelihood = log_likelihood - 0.5 * m * self.manifold_dim * math.log(2 * math.pi)
         return GridPosterior(grid, log_likelihood + self.prior.log_prob(grid).double())
+
+    def exact_grid_posterior(self, x_observed: Tensor) -> GridPosterior:
+        """`exact_posterior` of the images, their latents recovered by `project` (the protocol's
+        reference posterior)."""
+        return self.exact_posterior(x_observed)
 
     # ---- sampling -----------------------------------------------------------------------------
     def sample_latents(self, theta: Tensor, generator: torch.Generator) -> Tensor:

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from simulators.base import GoldData
+from mflow_sbi.simulator import GoldData
 from simulators.lhc_like.normalization import write_atomically
 
 GOLD_FIELDS = ("latent", "nuisance", "matrix", "joint_score", "joint_log_ratio")
@@ -62,15 +62,20 @@ class LHCDataset:
         return pd.DataFrame(columns)
 
 
-def save_dataset(path: str | os.PathLike, dataset: LHCDataset) -> Path:
-    """Write `dataset` to `path` (".npz" appended if missing), atomically."""
-    path = Path(path)
-    path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+def dataset_arrays(dataset: LHCDataset) -> dict[str, np.ndarray]:
+    """The arrays of `dataset`'s file (the format above), metadata as a JSON string."""
     arrays = {"x": dataset.x.numpy(), "theta": dataset.theta.numpy(), "metadata": np.array(json.dumps(dataset.metadata))}
     if dataset.gold is not None:
         arrays |= {name: getattr(dataset.gold, name).numpy() for name in GOLD_FIELDS}
         arrays["theta_ref"] = dataset.gold.theta_ref.numpy()
-    write_atomically(path, arrays)
+    return arrays
+
+
+def save_dataset(path: str | os.PathLike, dataset: LHCDataset) -> Path:
+    """Write `dataset` to `path` (".npz" appended if missing), atomically."""
+    path = Path(path)
+    path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    write_atomically(path, dataset_arrays(dataset))
     return path
 
 

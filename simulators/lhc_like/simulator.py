@@ -14,11 +14,10 @@ are exact at every tier, with S from the cached MC estimate of `normalization`.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,11 +26,10 @@ from torch import Tensor
 
 from mflow_sbi.inference.grid import GridPosterior
 from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior
-from mflow_sbi.training.standardization import Standardization
 from mflow_sbi.validation import check_matrix
-from simulators.base import Simulator, as_generator
+from mflow_sbi.simulator import Simulator, as_generator
 from simulators.lhc_like import amplitudes, chart, kinematics, normalization, phase_space
-from simulators.lhc_like.dataset import LHCDataset, LHCGold
+from simulators.lhc_like.dataset import LHCDataset, LHCGold, dataset_arrays
 from simulators.lhc_like.detector import Detector
 from simulators.lhc_like.morphing import Morphing
 from simulators.lhc_like.normalization import Normalization, coupling_vector, write_atomically
@@ -40,20 +38,6 @@ from simulators.lhc_like.phase_space import Cuts, Proposal
 Tier = Literal["parton", "hadron", "detector"]
 TIERS = ("parton", "hadron", "detector")
 PROPOSAL_CHUNK = 1 << 17
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op threads (None: leave torch's setting), then restore it."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class LHCLike(Simulator):
@@ -65,12 +49,13 @@ class LHCLike(Simulator):
     once from `pool_draws` proposal draws seeded with `pool_seed` and cached in `cache_dir`
     (default $MFLOW_SBI_CACHE, else ~/.cache/mflow-sbi).
 
-    `threads`: torch intra-op threads while simulating (restored afterwards). The loops are
-    many small element-wise operations, which gain little from threads and slow down many-fold
-    when the cores are shared, so the default is 1; scale out with one process per data-set
-    shard instead. None leaves torch's setting alone.
+    Threads are the calling program's choice: the loops are many small element-wise
+    operations, which gain little from threads and slow down many-fold when the cores are
+    shared, so one torch thread (`torch.set_num_threads(1)`) and one process per data-set shard
+    scale best.
     """
 
+    name = "lhc_like"
     data_dim = 40
 
     def __init__(
@@ -80,7 +65,6 @@ class LHCLike(Simulator):
         cache_dir: str | os.PathLike | None = None,
         pool_draws: int = 2_000_000,
         pool_seed: int = 0,
-        threads: int | None = 1,
     ) -> None:
         if tier not in TIERS:
             raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
@@ -94,7 +78,6 @@ class LHCLike(Simulator):
         self.cache_dir = cache_dir
         self.pool_draws = pool_draws
         self.pool_seed = pool_seed
-        self.threads = threads
         self.cuts = Cuts()
         self.proposal = Proposal()
         self.nuisance = chart.Nuisance()
@@ -111,13 +94,22 @@ class LHCLike(Simulator):
         return self._prior
 
     @property
+    def theta_names(self) -> tuple[str, ...]:
+        """theta_1, theta_2 (, theta_3): the couplings of v = (1, θ1, θ2, θ3)."""
+        return ("theta_1", "theta_2", "theta_3")[: self.theta_dim]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """tier, n_params, pool_draws and pool_seed (the cache folder is the machine's, not the simulator's)."""
+        return {"tier": self.tier, "n_params": self.theta_dim, "pool_draws": self.pool_draws, "pool_seed": self.pool_seed}
+
+    @property
     def normalization(self) -> Normalization:
         """S and the envelope constants, from the disk cache (estimated on first use)."""
         if self._normalization is None:
-            with torch_threads(self.threads):
-                self._normalization = normalization.load_or_estimate(
-                    self.cuts, self.proposal, self.pool_draws, self.pool_seed, self.cache_dir
-                )
+            self._normalization = normalization.load_or_estimate(
+                self.cuts, self.proposal, self.pool_draws, self.pool_seed, self.cache_dir
+            )
         return self._normalization
 
     @property
@@ -221,10 +213,9 @@ class LHCLike(Simulator):
     def _simulate_gold(
         self, theta: Tensor, generator: torch.Generator, theta_ref: Tensor | None = None
     ) -> tuple[Tensor, LHCGold]:
-        with torch_threads(self.threads):
-            latent, matrix = self.sample_hard_process(theta, generator)
-            nuisance = self.sample_nuisance(len(theta), generator)
-            x = self.observe(latent, nuisance, generator)
+        latent, matrix = self.sample_hard_process(theta, generator)
+        nuisance = self.sample_nuisance(len(theta), generator)
+        x = self.observe(latent, nuisance, generator)
         reference = torch.zeros(self.theta_dim, dtype=torch.float64) if theta_ref is None else theta_ref.double()
         gold = LHCGold(
             latent=latent,
@@ -269,6 +260,26 @@ class LHCLike(Simulator):
         }
         return LHCDataset(x=x, theta=theta, gold=gold, metadata=metadata)
 
+    def simulate_arrays(self, n: int, seed: int, theta: Tensor | None = None) -> dict[str, np.ndarray]:
+        """`simulate_dataset` in its file format (`save_dataset`): x, theta, the gold data and the
+        metadata; `theta` (n rows, or one row for every event) defaults to the prior."""
+        if theta is not None and len(theta) == 1:
+            theta = theta.expand(n, -1)
+        return dataset_arrays(self.simulate_dataset(n, seed, theta))
+
+    def simulate_reference_events(self, n: int, seed: int, theta_ref: Tensor | None = None) -> dict[str, np.ndarray]:
+        """n events at θ_ref (p,), default θ = 0 as in `simulate_gold`, each paired with a θ from
+        the prior, and their joint log ratio log r(x, z|θ, θ_ref), for ALICES: arrays
+        x_reference, theta_reference, joint_log_ratio_reference. Their seeds are derived from
+        `seed`, apart from those of the data set `simulate_dataset(n, seed)`."""
+        simulation_seed, prior_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
+        theta_ref = torch.zeros(self.theta_dim, dtype=torch.float64) if theta_ref is None else theta_ref.double()
+        reference = theta_ref.expand(n, -1)
+        x, gold = self.simulate_gold(reference, seed=simulation_seed, theta_ref=theta_ref)
+        paired = self.sample_prior(n, seed=prior_seed).double()
+        log_r = self.joint_log_ratio(gold.matrix, paired, reference)
+        return {"x_reference": x.numpy(), "theta_reference": paired.numpy(), "joint_log_ratio_reference": log_r.numpy()}
+
     # ---- exact likelihood and posterior ----------------------------------------------------------
     def latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Invert x -> (z, ν) (pT-sorted labelling); exact at the parton and hadron tiers."""
@@ -280,14 +291,13 @@ class LHCLike(Simulator):
     def _latent_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """H(z(x)) and the θ-independent part log F(z) + log p(ν) (-inf outside the fiducial region)."""
         z, nuisance = self.latent(x)
-        with torch_threads(self.threads):
-            event = phase_space.hard_event(z)
-            inside = phase_space.passes_cuts(event, z, self.cuts)
-            constant = phase_space.log_phase_space_factor(z, event)
-            if self.tier == "hadron":
-                constant = constant + self.nuisance.log_prob(nuisance)
-            constant = torch.where(inside, constant, -torch.inf)
-            return amplitudes.matrix_element_matrix(event.incoming, event.jets), constant
+        event = phase_space.hard_event(z)
+        inside = phase_space.passes_cuts(event, z, self.cuts)
+        constant = phase_space.log_phase_space_factor(z, event)
+        if self.tier == "hadron":
+            constant = constant + self.nuisance.log_prob(nuisance)
+        constant = torch.where(inside, constant, -torch.inf)
+        return amplitudes.matrix_element_matrix(event.incoming, event.jets), constant
 
     def log_likelihood(self, x: Tensor, theta: Tensor) -> Tensor:
         """Exact log p(x|θ) at the parton and hadron tiers, up to a θ-independent constant;
@@ -315,10 +325,9 @@ class LHCLike(Simulator):
         s = self.normalization.matrix
 
         def log_likelihood(theta: Tensor) -> Tensor:
-            with torch_threads(self.threads):
-                v = coupling_vector(theta.double())
-                per_event = torch.einsum("bk,nkl,bl->bn", v, matrix, v)
-                return total_constant + torch.log(per_event).sum(-1) - len(matrix) * torch.log(_quadratic(v, s))
+            v = coupling_vector(theta.double())
+            per_event = torch.einsum("bk,nkl,bl->bn", v, matrix, v)
+            return total_constant + torch.log(per_event).sum(-1) - len(matrix) * torch.log(_quadratic(v, s))
 
         return log_likelihood
 
@@ -343,11 +352,17 @@ class LHCLike(Simulator):
             observed=x_observed,
         )
 
+    def exact_posterior_samples(self, x_observed: Tensor, n: int, seed: int = 0, walkers: int = 32) -> Tensor:
+        """n draws of `exact_posterior` (emcee with `walkers` walkers, ⌈n / walkers⌉ draws each)
+        -> (n, theta_dim), float64."""
+        return self.exact_posterior(x_observed, draws=math.ceil(n / walkers), walkers=walkers, seed=seed).samples[:n]
+
     def exact_grid_posterior(self, x_observed: Tensor, resolution: int = 201, half_width: float = 4.0) -> GridPosterior:
         """p(θ|x_1..x_m) on a resolution² grid over [-half_width, half_width]², normalized on the
-        grid (n_params = 2 only; the prior puts 6·10⁻⁵ of each θ_k's mass beyond |θ_k| = 4)."""
+        grid (n_params = 2 only, else NotImplementedError; the prior puts 6·10⁻⁵ of each θ_k's
+        mass beyond |θ_k| = 4)."""
         if self.theta_dim != 2:
-            raise ValueError(f"a grid posterior needs n_params = 2, not {self.theta_dim}; use exact_posterior (MCMC)")
+            raise NotImplementedError(f"a grid posterior needs n_params = 2, not {self.theta_dim}; use exact_posterior (MCMC)")
         bounds = ([-half_width] * 2, [half_width] * 2)
         log_likelihood = self.observed_log_likelihood(x_observed)
         return grid_posterior(log_likelihood, self.prior, resolution, bounds, dtype=torch.float64)
@@ -361,20 +376,6 @@ class LHCLike(Simulator):
         """The closure metric of x (0 = all 26 identities hold; ≈ 1 = shuffled features)."""
         self.check_x(x)
         return float(kinematics.closure(x.double(), as_generator(seed)))
-
-    def standardization(self, n: int = 100_000, seed: int = 0) -> Standardization:
-        """Mean and std of x under θ from the prior at this tier (from n simulated events,
-        cached next to S) and of θ (the prior's, exactly 0 and 1)."""
-        name = f"lhc_like-standardization-{self.settings_key}-{self.tier}-{self.theta_dim}-{n}-{seed}.npz"
-        path = normalization.cache_directory(self.cache_dir) / name
-        if not path.exists():
-            _, x = self.simulate_joint(n, seed)
-            x = x.double()
-            write_atomically(path, {"mean": x.mean(0).numpy(), "std": x.std(0).numpy()})
-        with np.load(path) as stored:
-            x_mean, x_std = torch.from_numpy(stored["mean"]), torch.from_numpy(stored["std"])
-        theta_mean = torch.zeros(self.theta_dim, dtype=torch.float64)
-        return Standardization(x_mean, x_std, theta_mean, torch.ones_like(theta_mean))
 
     def to_dataframe(self, x: Tensor) -> pd.DataFrame:
         """x as a DataFrame with the named observable columns."""
