@@ -69,9 +69,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("docs/exact_density_cost.md"))
     args = parser.parse_args()
 
-    torch.manual_seed(0)
     simulator = PolynomialSurface()
-    model = MFlow(3, 1, 2).eval()  # the reference architecture; the cost does not depend on training
+    model = MFlow(data_dim=3, theta_dim=1, latent_dim=2, seed=0).eval()  # the reference architecture; the cost does not depend on training
     lines = [
         "# Cost of the exact M-flow log-density",
         "",

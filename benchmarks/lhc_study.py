@@ -8,8 +8,10 @@ the likelihood is exact). ALICES also gets as many events at its reference point
 Metrics per (model, seed), averaged over the true points: posterior MMD² and C2ST accuracy
 against the exact posterior (emcee on the simulator's likelihood), the log posterior density at
 the true θ (the paper's metric: MCMC samples, then a Gaussian KDE), closure of generated events
-(the paper's metric; flows and NLE), reconstruction error of test events (manifold models,
-standardized units), training and inference time. Every model's posterior is sampled with the
+(the paper's metric; flows and NLE), the reconstruction distance ‖x − g(g⁻¹(x))‖ of test events
+(the paper's "reconstruction error", manifold models, raw units), training and inference time.
+Every estimator takes the simulator's raw units (it standardizes x and θ itself; SCANDAL's and
+ALICES's joint scores and θ_ref are raw too), and every model's posterior is sampled with the
 same emcee set-up on its own likelihood (the fast path for the flows, log r̂ for the ratio
 estimators). Results go to a JSON-lines file after every (model, seed), so an interrupted run
 resumes; several processes may share the file (`--seed-list`), and any run writes the summary of
@@ -38,10 +40,17 @@ from sbi.inference import NLE, NRE, likelihood_estimator_based_potential, ratio_
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from mflow_sbi.baselines import RatioEstimator, RatioTrainingData, train_ratio_estimator  # noqa: E402
-from mflow_sbi.diagnostics import c2st, diagnostics_table, log_posterior_at_true_theta, mmd_squared, summarize_table  # noqa: E402
-from mflow_sbi.inference import ObservedLikelihood, mcmc_posterior  # noqa: E402
-from mflow_sbi.models import build_model  # noqa: E402
-from mflow_sbi.training import Standardization, TrainingConfig, train  # noqa: E402
+from mflow_sbi.diagnostics import (  # noqa: E402
+    c2st,
+    diagnostics_table,
+    log_posterior_at_true_theta,
+    mean_reconstruction_distance,
+    mmd_squared,
+    summarize_table,
+)
+from mflow_sbi.inference import mcmc_posterior  # noqa: E402
+from mflow_sbi.registry import build_estimator  # noqa: E402
+from mflow_sbi.training import TrainingConfig, train  # noqa: E402
 from simulators.lhc_like import LHCLike  # noqa: E402
 
 from _study_results import ResultsFile, summary_cell  # noqa: E402  (benchmarks/, the script's folder)
@@ -69,7 +78,8 @@ ROWS: dict[str, tuple[dict | None, str, bool]] = {
     "sbi NLE (default)": (None, "nle", False),
     "sbi NRE (default)": (None, "nre", False),
 }
-#: the paper's Table 3 (its own simulator, 10⁶ events; mean of ≥ 5 runs): closure, reco. error, log posterior
+#: the paper's Table 3 (its own simulator, 10⁶ events; mean of ≥ 5 runs): closure, reco. error (the mean
+#: distance ‖x − g(g⁻¹(x))‖), log posterior
 PAPER = {
     "AF": (0.0019, None, -3.94),
     "PIE (original)": (0.0023, 2.054, -4.68),
@@ -84,7 +94,10 @@ PAPER = {
     "ALICES": (None, None, 0.05),
 }
 EXACT_ROW = "Exact likelihood (reference)"
-SCORE_WEIGHT = 1.0  # SCANDAL's and ALICES's α, in standardized units
+SCORE_WEIGHT = 1.0  # SCANDAL's and ALICES's α on raw θ units (the prior N(0, I) is already standard)
+THETA_REF = (0.0, 0.0, 0.0)  # ALICES's reference point, raw θ units
+#: table headers that differ from the metric's key
+HEADERS = {"reconstruction_distance": "reco. distance"}
 
 
 @dataclass(frozen=True)
@@ -101,61 +114,53 @@ class Settings:
     compared_samples: int = 2_000  # per posterior, for MMD² and C2ST
     generated_events: int = 2_000
     test_events: int = 2_000
+    #: 2: estimators with built-in standardization (raw units everywhere), reconstruction as the mean
+    #: distance in raw units; rows of earlier versions (no such field) do not match and are not resumed
+    results_version: int = 2
 
 
 LogLikelihood = Callable[[torch.Tensor], torch.Tensor]
 
 
-def train_row(label: str, settings: Settings, seed: int, simulator: LHCLike, standardization: Standardization):
-    """Train one row's estimator on the seed's training set -> (estimator, kind)."""
+def train_row(label: str, settings: Settings, seed: int, simulator: LHCLike):
+    """Train one row's estimator on the seed's training set (raw units) -> (estimator, kind)."""
     config, kind, with_score = ROWS[label]
     data = simulator.simulate_dataset(settings.simulations, seed=seed)
-    x, theta = standardization.x(data.x).float(), standardization.theta(data.theta).float()
-    score = standardization.score(data.gold.joint_score).float()
-    torch.manual_seed(seed)
-    if kind in ("nle", "nre"):
-        trainer = (NLE if kind == "nle" else NRE)(sbi_prior(), show_progress_bars=False)
+    x, theta, score = data.x.float(), data.theta.float(), data.gold.joint_score.float()
+    torch.manual_seed(seed)  # sbi's networks and training draw from the global generator; ours take `seed`
+    if kind in ("nle", "nre"):  # sbi z-scores x and θ itself (its defaults)
+        trainer = (NLE if kind == "nle" else NRE)(simulator.prior, show_progress_bars=False)
         return trainer.append_simulations(theta, x).train().eval(), kind
     training = TrainingConfig(
         epochs=settings.epochs, batch_size=256, patience=5, seed=seed, progress=False, score_weight=SCORE_WEIGHT if with_score else None
     )
     if kind == "alices":
-        theta_ref = torch.zeros(settings.simulations, simulator.theta_dim, dtype=torch.float64)
+        theta_ref = torch.tensor([THETA_REF], dtype=torch.float64).expand(settings.simulations, -1).contiguous()
         x_ref, gold_ref = simulator.simulate_gold(theta_ref, seed=50_000 + seed)
         theta_paired = simulator.sample_prior(settings.simulations, torch.Generator().manual_seed(60_000 + seed)).double()
-        reference = (
-            standardization.x(x_ref).float(),
-            standardization.theta(theta_paired).float(),
-            simulator.joint_log_ratio(gold_ref.matrix, theta_paired, theta_ref).float(),
-        )
+        reference = (x_ref.float(), theta_paired.float(), simulator.joint_log_ratio(gold_ref.matrix, theta_paired, theta_ref).float())
         ratio_data = RatioTrainingData.from_samples((x, theta, data.gold.joint_log_ratio.float(), score), reference)
-        estimator = RatioEstimator(x.shape[1], theta.shape[1])
+        estimator = RatioEstimator(x.shape[1], theta.shape[1], theta_ref=list(THETA_REF), seed=seed)
         train_ratio_estimator(estimator, ratio_data, training)
         return estimator.eval(), kind
-    model = build_model({**config, "data_dim": x.shape[1], "theta_dim": theta.shape[1]})
+    model = build_estimator({**config, "data_dim": x.shape[1], "theta_dim": theta.shape[1], "seed": seed})
     train(model, x, theta, kind, training, score=score if with_score else None)
     return model.eval(), "flow"
 
 
-def sbi_prior() -> torch.distributions.Distribution:
-    """The prior N(0, I₃) in standardized θ (the simulator's prior is already standard)."""
-    return torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
-
-
-def observed_log_likelihood(estimator, kind: str, x_observed: torch.Tensor) -> LogLikelihood:
-    """θ (standardized, batch, 3) -> Σ_j log p(x_j|θ) up to a θ-independent constant."""
+def observed_log_likelihood(estimator, kind: str, x_observed: torch.Tensor, prior: torch.distributions.Distribution) -> LogLikelihood:
+    """θ (batch, 3) -> Σ_j log p(x_j|θ) up to a θ-independent constant (raw units throughout)."""
     x_observed = x_observed.float()
     if kind in ("flow", "alices"):
-        likelihood = ObservedLikelihood(estimator, x_observed)
+        likelihood = estimator.likelihood(x_observed)  # the per-event part cached once
         return lambda theta: likelihood(theta.float()).double()
     make = likelihood_estimator_based_potential if kind == "nle" else ratio_estimator_based_potential
-    potential, _ = make(estimator, sbi_prior(), x_observed)
-    prior = sbi_prior()
+    potential, _ = make(estimator, prior, x_observed)
     return lambda theta: (potential(theta.float(), track_gradients=False) - prior.log_prob(theta.float())).double()
 
 
 def generate(estimator, kind: str, theta: torch.Tensor, seed: int) -> torch.Tensor | None:
-    """Events from the estimator at θ (standardized units), where it can generate."""
+    """Events from the estimator at θ (raw units), where it can generate."""
     with torch.no_grad():
         if kind == "flow":
             return estimator.sample(theta.float(), torch.Generator().manual_seed(seed))
@@ -169,21 +174,18 @@ def exact_posterior_samples(simulator: LHCLike, x_observed: torch.Tensor, settin
     return result.samples
 
 
-def evaluate_row(label: str, settings: Settings, seed: int, simulator: LHCLike, standardization: Standardization, cache: dict, plots: dict | None) -> dict:
+def evaluate_row(label: str, settings: Settings, seed: int, simulator: LHCLike, cache: dict, plots: dict | None) -> dict:
     start = time.perf_counter()
-    estimator, kind = (None, "exact") if label == EXACT_ROW else train_row(label, settings, seed, simulator, standardization)
+    estimator, kind = (None, "exact") if label == EXACT_ROW else train_row(label, settings, seed, simulator)
     row: dict = {"model": label, "seed": seed}
     if kind != "exact":
         row["training_s"] = time.perf_counter() - start
     if kind == "flow" and ROWS[label][0]["model"] != "af":
         test = simulator.simulate_dataset(settings.test_events, seed=10_000 + seed)
-        x_test, theta_test = standardization.x(test.x).float(), standardization.theta(test.theta).float()
-        with torch.no_grad():
-            row["reconstruction_error"] = float(estimator.reconstruction_error(x_test, theta_test if estimator.encoder_depends_on_theta else None).mean())
+        row["reconstruction_distance"] = mean_reconstruction_distance(estimator, test.x, test.theta)  # θ: only PIE (original) uses it
     if kind not in ("exact", "alices", "nre"):
         theta_generated = simulator.sample_prior(settings.generated_events, torch.Generator().manual_seed(20_000 + seed)).double()
-        generated = generate(estimator, kind, standardization.theta(theta_generated), seed)
-        x_generated = standardization.x_inverse(generated.double())
+        x_generated = generate(estimator, kind, theta_generated, seed).double()
         finite = torch.isfinite(x_generated).all(-1)
         row["closure"] = simulator.closure(x_generated[finite], seed=seed) if finite.any() else math.nan
 
@@ -201,11 +203,11 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: LHCLike, 
             samples = exact[torch.randperm(len(exact), generator=generator)[: settings.compared_samples]].double()
         else:
             start = time.perf_counter()
-            log_likelihood = observed_log_likelihood(estimator, kind, standardization.x(x_observed))
+            log_likelihood = observed_log_likelihood(estimator, kind, x_observed, simulator.prior)
             with torch.no_grad():
                 result = mcmc_posterior(
-                    lambda theta: log_likelihood(standardization.theta(theta)), simulator.prior,
-                    draws=settings.draws, walkers=settings.walkers, burn_in=settings.burn_in, seed=seed, progress=False,
+                    log_likelihood, simulator.prior, draws=settings.draws, walkers=settings.walkers, burn_in=settings.burn_in,
+                    seed=seed, progress=False, parameter_names=simulator.theta_names,
                 )  # fmt: skip
             inference += time.perf_counter() - start
             samples = result.samples[torch.randperm(len(result.samples), generator=generator)[: settings.compared_samples]].double()
@@ -240,8 +242,8 @@ def plot_marginals(path: Path, samples: dict[str, torch.Tensor], point: tuple[fl
 
 def markdown(table, settings: Settings, command: str, machine: str, plots_folder: str) -> str:
     summary = summarize_table(table, "model")
-    metrics = ["posterior_mmd", "c2st", "log_posterior", "closure", "reconstruction_error", "training_s", "inference_s"]
-    paper_columns = {"closure": 0, "reconstruction_error": 1, "log_posterior": 2}
+    metrics = ["posterior_mmd", "c2st", "log_posterior", "closure", "reconstruction_distance", "training_s", "inference_s"]
+    paper_columns = {"closure": 0, "reconstruction_distance": 1, "log_posterior": 2}
 
     def cell(label: str, metric: str) -> str:
         paper = PAPER[label][paper_columns[metric]] if metric in paper_columns and label in PAPER else None
@@ -263,10 +265,12 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
         "bandwidth = median distance of the exact samples) and C2ST accuracy (random forest, 5 folds; 0.5 = identical)",
         f"on {settings.compared_samples} samples per posterior against the exact posterior. Log posterior: Gaussian KDE",
         "(Scott) of the samples at the true θ; the exact row gives the value an ideal estimator would reach.",
-        "Closure: 0 = every kinematic identity holds, 1 = shuffled features. Reconstruction error: mean ‖x' - g(g⁻¹(x'))‖²",
-        "over test events in standardized units (40 observables).",
+        "Closure: 0 = every kinematic identity holds, 1 = shuffled features. Reco. distance: the paper's reconstruction",
+        f"error, the mean distance ‖x − g(g⁻¹(x))‖ of {settings.test_events} test events to their projection on the learned",
+        "manifold, in the simulator's raw units (40 observables: energies and momenta in GeV, angles, rapidities), so",
+        "its scale is set by the GeV-valued observables; compare it across rows, not with the paper's values.",
         "",
-        "| model | " + " | ".join(metrics) + " |",
+        "| model | " + " | ".join(HEADERS.get(metric, metric) for metric in metrics) + " |",
         "|---|" + "---|" * len(metrics),
     ]
     lines += [f"| {label} | " + " | ".join(cell(label, metric) for metric in metrics) + " |" for label in order]
@@ -282,9 +286,11 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
         "- M-flow and Me-flow train sequentially (manifold phase, then density phase; SCANDAL's term enters the",
         "  density phase); AF and PIE by maximum likelihood (+ SCANDAL's term). n = 14, the hadron tier's",
         "  manifold dimension. Flows use the reference architecture (5 couplings, 10 bins, 100×2 conditioners).",
+        "- Every estimator gets the simulator's raw units: ours standardize x and θ themselves (fitted on the",
+        "  training data; SCANDAL's joint score and ALICES's θ_ref are in raw θ units), sbi's z-score them.",
         "- sbi rows: `NLE` (MAF) and `NRE` (sbi 0.27's default, NRE_B with a ResNet classifier) with default",
-        "  training settings, on the standardized data; their posteriors use the same emcee as every other row,",
-        "  on sbi's own likelihood / ratio potential.",
+        "  training settings (z-scoring included) and the simulator's prior; their posteriors use the same emcee",
+        "  as every other row, on sbi's own likelihood / ratio potential.",
         "- The exact posterior is emcee on the simulator's likelihood with twice the draws and burn-in.",
         "- Closure of 2000 generated events at prior θ (flows and NLE; ratio estimators cannot generate).",
         "",
@@ -320,14 +326,13 @@ def main() -> None:
     results = ResultsFile(args.output / f"{name}.jsonl", asdict(settings))
 
     simulator = LHCLike(tier="hadron")
-    standardization = simulator.standardization()
     seeds = args.seed_list if args.seed_list is not None else list(range(settings.seeds))
     cache: dict = {}
     for seed in seeds:
         plots: dict | None = {} if seed == 0 else None
         for label in args.models:
             if (label, seed) not in results.finished():
-                results.append(evaluate_row(label, settings, seed, simulator, standardization, cache, plots))
+                results.append(evaluate_row(label, settings, seed, simulator, cache, plots))
         if plots:
             for k, samples in plots.items():
                 plot_marginals(plots_folder / f"point{k}.png", samples, TRUE_POINTS[k])

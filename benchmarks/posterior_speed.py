@@ -27,7 +27,7 @@ from sbi.inference import NLE
 from threadpoolctl import threadpool_limits
 
 from mflow_sbi.diagnostics import mmd_squared
-from mflow_sbi.inference import ObservedLikelihood, mcmc_posterior, mcmc_posterior_for_sbi
+from mflow_sbi.inference import mcmc_posterior, mcmc_posterior_for_sbi
 from mflow_sbi.models import MFlow
 from mflow_sbi.training import TrainingConfig, train
 from mflow_sbi.transforms import FlowConfig
@@ -93,8 +93,7 @@ def main() -> None:
     timings: dict[str, float] = {}
 
     def trained_mflow(inner: FlowConfig) -> MFlow:
-        torch.manual_seed(args.seed)
-        model = MFlow(data_dim=3, theta_dim=1, latent_dim=2, inner=inner)
+        model = MFlow(data_dim=3, theta_dim=1, latent_dim=2, inner=inner, seed=args.seed)  # raw units: it standardizes itself
         train(model, x, theta, "sequential", TrainingConfig(epochs=args.epochs, patience=5, seed=args.seed, progress=False))
         return model.eval()
 
@@ -103,7 +102,7 @@ def main() -> None:
     timings["train_mflow_s"] = time.perf_counter() - start
     compact = trained_mflow(COMPACT_INNER)
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # sbi's network and training draw from the global generator
     start = time.perf_counter()
     nle = NLE(prior, show_progress_bars=False)  # sbi's default density estimator
     nle.append_simulations(theta, x).train()  # sbi's default training (early stopping)
@@ -116,8 +115,8 @@ def main() -> None:
         exact = simulator.exact_posterior(observed)
         reference = exact.sample(args.samples, torch.Generator().manual_seed(args.seed))
         arms = {
-            "mflow fast path, our emcee": lambda: run_emcee(ObservedLikelihood(model, observed), prior, args.samples, args.walkers, args.burn_in, args.seed),
-            "mflow, inner flow sized like sbi's MAF, fast path, our emcee": lambda: run_emcee(ObservedLikelihood(compact, observed), prior, args.samples, args.walkers, args.burn_in, args.seed),
+            "mflow fast path, our emcee": lambda: run_emcee(model.likelihood(observed), prior, args.samples, args.walkers, args.burn_in, args.seed),
+            "mflow, inner flow sized like sbi's MAF, fast path, our emcee": lambda: run_emcee(compact.likelihood(observed), prior, args.samples, args.walkers, args.burn_in, args.seed),
             "mflow exact density, our emcee": lambda: run_emcee(exact_log_likelihood(model, observed), prior, args.samples, args.walkers, args.burn_in, args.seed),
             "mflow fast path, sbi MCMCPosterior": lambda: run_sbi_mcmc(mcmc_posterior_for_sbi(model, prior), observed, args.samples, args.seed),
             "sbi NLE (default MAF), sbi MCMCPosterior": lambda: run_sbi_mcmc(sbi_posterior, observed, args.samples, args.seed),

@@ -2,6 +2,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers
+    (the test run is the entry point that sets the thread policy)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

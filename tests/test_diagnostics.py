@@ -1,4 +1,4 @@
-"""Diagnostics: pooled MMD against sbi, C2ST, log posterior at the true θ, reconstruction error,
+"""Diagnostics: pooled MMD against sbi, C2ST, log posterior at the true θ, reconstruction distance,
 manifold distance, OOD AUC, SBC / TARP through sbi, the DataFrame collection and the plots.
 (MMD ≈ 0 for one distribution and growing with a shift is tested in test_inference.py.)"""
 
@@ -24,28 +24,29 @@ from mflow_sbi.diagnostics import (
     ood_auc,
     ood_aucs,
     plot_images,
+    mean_reconstruction_distance,
     plot_posteriors,
-    reconstruction_error,
+    reconstruction_distances,
     sbc_checks,
     summarize_table,
     tarp_checks,
 )
 from mflow_sbi.inference import GridPosterior, mcmc_posterior, mcmc_posterior_for_sbi
-from mflow_sbi.models import PIE, AmbientFlow, MFlow
+from mflow_sbi.models import PAE, PIE, AmbientFlow, MFlow
 from mflow_sbi.transforms import FlowConfig
 from simulators import PolynomialSurface
 
 SMALL = FlowConfig(layers=2, bins=4, hidden=16, blocks=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors only: on a busy 2-core machine each multi-threaded op can wait milliseconds
-    for a worker thread (an MCMC run of a small flow went from 2 s to 55 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def standardized(model):
+    """`model` with its standardization fitted to data far from standard units: diagnostics take
+    and measure raw units, so they must go through it."""
+    generator = torch.Generator().manual_seed(11)
+    x = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + torch.tensor([3.0, 0.5, 2.0], dtype=torch.float64) * torch.randn(200, 3, generator=generator, dtype=torch.float64)
+    theta = 0.3 + 0.4 * torch.randn(200, model.theta_dim, generator=generator, dtype=torch.float64)
+    model.fit_standardization(x, theta)
+    return model
 
 
 # ---- posterior MMD, C2ST, log posterior at the true θ ---------------------------------------
@@ -135,31 +136,43 @@ def test_manifold_distance_needs_a_simulator_that_knows_its_manifold():
         manifold_distance(PolynomialSurface(), torch.zeros(3, 2))
 
 
-def test_reconstruction_error_is_zero_on_the_model_manifold_and_the_projection_distance_off_it():
-    model = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=0.2).eval()
+def test_reconstruction_distance_is_zero_on_the_model_manifold_and_the_projection_distance_off_it():
+    model = standardized(perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=0.2)).eval()
     theta = torch.rand(50, 1, dtype=torch.float64) * 2 - 1
     with torch.no_grad():
-        on_manifold = model.sample(theta, torch.Generator().manual_seed(0))
+        on_manifold = model.sample(theta, torch.Generator().manual_seed(0))  # raw units
         off_manifold = on_manifold + 0.1 * torch.randn(50, 3, dtype=torch.float64)
         projection_distance = (off_manifold - model.project(off_manifold)).norm(dim=-1)
-    assert reconstruction_error(model, on_manifold) < 1e-6
-    errors = reconstruction_error(model, off_manifold, per_event=True)
+        # the projection lies on the manifold: it is its own projection, and decode(encode(x)) is it
+        projected = model.project(off_manifold)
+        torch.testing.assert_close(model.decode(model.encode(off_manifold)), projected)
+    assert float(projection_distance.min()) > 1e-3  # the displaced points are off the manifold
+    assert mean_reconstruction_distance(model, on_manifold) < 1e-6
+    assert mean_reconstruction_distance(model, projected) < 1e-6
+    errors = mean_reconstruction_distance(model, off_manifold, per_event=True)
     assert errors == pytest.approx(projection_distance.tolist(), rel=1e-9)
-    assert reconstruction_error(model, off_manifold) == pytest.approx(float(projection_distance.mean()), rel=1e-9)
-    assert reconstruction_error(model, off_manifold.float()) == pytest.approx(float(projection_distance.mean()), rel=1e-5)
-
-
-def test_reconstruction_error_of_a_theta_dependent_manifold_needs_theta():
-    model = perturb(PIE(3, 1, 2, conditional_manifold=True, outer=SMALL, inner=SMALL)).eval()
-    x = torch.randn(10, 3, dtype=torch.float64)
-    errors = reconstruction_error(model, x, torch.tensor([0.2]), per_event=True)
+    torch.testing.assert_close(reconstruction_distances(model, off_manifold), projection_distance)
+    assert mean_reconstruction_distance(model, off_manifold) == pytest.approx(float(projection_distance.mean()), rel=1e-9)
+    assert mean_reconstruction_distance(model, off_manifold.float()) == pytest.approx(float(projection_distance.mean()), rel=1e-5)
+    # the distance, not its square (the model's squared_reconstruction_error)
     with torch.no_grad():
-        expected = model.reconstruction_error(x, torch.full((10, 1), 0.2, dtype=torch.float64)).sqrt()
+        squared = model.squared_reconstruction_error(off_manifold)
+    torch.testing.assert_close(squared, projection_distance**2)
+
+
+def test_reconstruction_distance_of_a_theta_dependent_manifold_needs_theta():
+    model = standardized(perturb(PIE(3, 1, 2, conditional_manifold=True, outer=SMALL, inner=SMALL))).eval()
+    x = torch.randn(10, 3, dtype=torch.float64)
+    errors = mean_reconstruction_distance(model, x, torch.tensor([0.2]), per_event=True)
+    with torch.no_grad():
+        expected = model.squared_reconstruction_error(x, torch.full((10, 1), 0.2, dtype=torch.float64)).sqrt()
+        elsewhere = model.squared_reconstruction_error(x, torch.full((10, 1), -0.6, dtype=torch.float64)).sqrt()
     assert errors == pytest.approx(expected.tolist(), rel=1e-6)
-    with pytest.raises(ValueError, match="needs theta"):
-        reconstruction_error(model, x)
+    assert errors != pytest.approx(elsewhere.tolist(), rel=1e-3)  # θ really moves the manifold
+    with pytest.raises(ValueError, match="depends on θ: pass theta"):
+        mean_reconstruction_distance(model, x)
     with pytest.raises(ValueError, match="theta must have 1 or 10 rows"):
-        reconstruction_error(model, x, torch.zeros(3, 1))
+        mean_reconstruction_distance(model, x, torch.zeros(3, 1))
 
 
 def test_ood_auc_is_one_for_a_perfect_score_and_one_half_for_a_random_one():
@@ -172,7 +185,7 @@ def test_ood_auc_is_one_for_a_perfect_score_and_one_half_for_a_random_one():
 
 
 def test_ood_aucs_of_a_model_from_likelihood_and_reconstruction():
-    mflow = perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=0.2).eval()
+    mflow = standardized(perturb(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), scale=0.2)).eval()
     theta = torch.zeros(1, 1, dtype=torch.float64)
     with torch.no_grad():
         x_in = mflow.sample(theta.expand(100, 1), torch.Generator().manual_seed(0))
@@ -180,10 +193,17 @@ def test_ood_aucs_of_a_model_from_likelihood_and_reconstruction():
     aucs = ood_aucs(mflow, x_in, x_out, theta)
     assert set(aucs) == {"ood_auc_log_likelihood", "ood_auc_reconstruction"}
     assert aucs["ood_auc_reconstruction"] == 1.0  # on the model manifold vs off it
-    flow = perturb(AmbientFlow(3, 1, inner=SMALL), scale=0.2).eval()
+    flow = standardized(perturb(AmbientFlow(3, 1, inner=SMALL), scale=0.2)).eval()
     far = torch.randn(100, 3, dtype=torch.float64) + 20.0
     assert ood_aucs(flow, x_in, far, theta[0])["ood_auc_log_likelihood"] > 0.99
-    assert negative_log_likelihood(flow, x_in, theta).shape == (100,)
+    nll = negative_log_likelihood(flow, x_in, theta)
+    assert nll.shape == (100,)
+    with torch.no_grad():
+        torch.testing.assert_close(nll, -flow.log_prob(x_in, theta.expand(100, 1)))  # the exact raw-unit density
+    assert ood_aucs(flow, x_in, far, theta)["ood_auc_reconstruction"] == pytest.approx(0.5, abs=0.1)  # AF reconstructs everything
+    pae = standardized(perturb(PAE(3, 1, 2, inner=SMALL), scale=0.2)).eval()  # no exact density: the latent one
+    with torch.no_grad():
+        torch.testing.assert_close(negative_log_likelihood(pae, x_in, theta), -pae.log_prob(x_in, theta.expand(100, 1), exact=False))
 
 
 # ---- SBC and TARP through sbi ------------------------------------------------------------------
@@ -329,9 +349,11 @@ def test_diagnostics_reject_bad_input_naming_the_argument(tmp_path):
         ood_auc(np.zeros(0), np.ones(3))
     model = MFlow(3, 1, 2, outer=SMALL, inner=SMALL)
     with pytest.raises(ValueError, match="x must have 3 columns"):
-        reconstruction_error(model, torch.zeros(5, 2))
+        mean_reconstruction_distance(model, torch.zeros(5, 2))
     with pytest.raises(ValueError, match="x holds no events"):
-        reconstruction_error(model, torch.zeros(0, 3))
+        mean_reconstruction_distance(model, torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="theta is required"):
+        negative_log_likelihood(model, torch.zeros(5, 3), None)
     thetas, xs = conjugate_pairs(20)
     with pytest.raises(ValueError, match="batch sizes differ"):
         sbc_checks(GaussianPosterior(), thetas, xs[:10])

@@ -14,15 +14,6 @@ from simulators import PolynomialSurface
 SMALL = FlowConfig(layers=2, bins=4, hidden=16, blocks=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def standardized(model, x_scale: float = 3.0, x_shift: float = 1.0, theta_scale: float = 2.0, theta_shift: float = 0.5):
     """`model` with its standardization fitted to data far from standard units, so that every
     raw-unit path (the cache of `likelihood` included) has to apply it."""
@@ -238,6 +229,12 @@ def test_mcmc_names_parameters_and_records_acceptance():
     theta = result.inference_data.posterior["theta"].values
     repeated = (theta[:, 1:] == theta[:, :-1]).all(-1)
     np.testing.assert_array_equal(repeated, ~accepted[:, 1:])
+    # with thinning, `accepted` belongs to the step that produced each kept draw: the same seed
+    # runs the same chain, so it is every second entry of the unthinned record
+    thinned = mcmc_posterior(target.log_prob, prior, draws=50, walkers=walkers, burn_in=burn_in, thin=2, progress=False)
+    unthinned = mcmc_posterior(target.log_prob, prior, draws=100, walkers=walkers, burn_in=burn_in, progress=False)
+    np.testing.assert_array_equal(thinned.inference_data.posterior["theta"].values, unthinned.inference_data.posterior["theta"].values[:, 1::2])
+    np.testing.assert_array_equal(thinned.inference_data.sample_stats["accepted"].values, unthinned.inference_data.sample_stats["accepted"].values[:, 1::2])
     with pytest.raises(ValueError, match="parameter_names must be 2 distinct names"):
         mcmc_posterior(target.log_prob, prior, draws=5, walkers=8, burn_in=0, progress=False, parameter_names=["a"])
     with pytest.raises(ValueError, match="parameter_names must be 2 distinct names"):

@@ -16,15 +16,6 @@ from simulators.lhc_like.kinematics import from_pt_eta, from_pt_rapidity, observ
 POOL = 400_000  # proposal draws for S in these tests (the default is 2·10⁶)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tests' own bulk tensor work runs on one thread, like the simulator's loops."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("lhc-cache")

@@ -29,15 +29,6 @@ from simulators import PolynomialSurface
 SMALL = FlowConfig(layers=2, bins=4, hidden=16, blocks=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def standardized(model):
     """`model` with its standardization fitted to data away from standard units (raw-unit paths
     must apply it)."""
@@ -239,6 +230,12 @@ def test_plugin_rejects_bad_input():
         estimator_builder("mflow", latent_dim=2)(torch.zeros(10, 1), torch.zeros(10, 3, 2))
     with pytest.raises(ValueError, match="no tractable density"):
         ModelDensityEstimator(PAE(3, 1, 2), exact=True)
+    pae = standardized(perturb(PAE(3, 1, 2, inner=SMALL)))  # no exact density: sbi gets the latent one
+    latent = ModelDensityEstimator(pae)
+    assert latent.exact is False
+    x, theta = torch.randn(4, 3, dtype=torch.float64), torch.rand(4, 1, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(latent.log_prob(x, theta)[0], pae.log_prob(x, theta, exact=False))
     estimator = ModelDensityEstimator(MFlow(3, 1, 2, outer=SMALL, inner=SMALL))
     with pytest.raises(ValueError, match="Shape of input"):
         estimator.log_prob(torch.zeros(2, 4), torch.zeros(2, 1))

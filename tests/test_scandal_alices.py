@@ -8,6 +8,7 @@ Every estimator standardizes inside (fitted when training starts), so data, join
 are passed in raw simulator units throughout.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -67,15 +68,6 @@ def finite_difference_score(log_likelihood, theta: torch.Tensor, step: float = 1
     """∂ log p/∂θ per row for 1-D θ, by central differences in the θ units passed in."""
     with torch.no_grad():
         return ((log_likelihood(theta + step) - log_likelihood(theta - step)) / (2 * step)).unsqueeze(-1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +259,7 @@ def in_other_units(x: torch.Tensor, theta: torch.Tensor, score: torch.Tensor | N
 )
 def test_scandal_score_term_is_in_raw_theta_units(make, schedule_name, stage):
     theta = PRIOR.sample((64,)).double()
-    x, z = simulate(theta.float(), seed=7)
+    x, _ = simulate(theta.float(), seed=7)
     x, theta = in_other_units(x.double(), theta)
     model = perturb(make(), scale=0.2)
     model.fit_standardization(x, theta)
@@ -310,7 +302,7 @@ def test_scandal_training_does_not_depend_on_the_units_of_the_data(training_set)
     x, theta, z = (v[:600].double() for v in training_set)
     score = joint_score(z, theta)
     config = TrainingConfig(epochs=2, batch_size=100, learning_rate=3e-3, patience=None, progress=False, score_weight=1.0)
-    other = TrainingConfig(**{**config.__dict__, "score_weight": SCALE_THETA**2})
+    other = dataclasses.replace(config, score_weight=SCALE_THETA**2)
     model, rescaled = AmbientFlow(2, 1, inner=SMALL).double(), AmbientFlow(2, 1, inner=SMALL).double()
     history = train(model, x, theta, config=config, score=score)
     x_other, theta_other, score_other = in_other_units(x, theta, score)
@@ -339,7 +331,7 @@ def test_alices_training_does_not_depend_on_the_units_of_the_data(training_set):
     x_other, theta_other, score_other = in_other_units(x, theta, numerator[3])
     x_reference_other, theta_paired_other = in_other_units(x_reference, theta_paired)
     config = TrainingConfig(epochs=2, batch_size=100, learning_rate=3e-3, patience=None, progress=False, score_weight=1.0)
-    other = TrainingConfig(**{**config.__dict__, "score_weight": SCALE_THETA**2})
+    other = dataclasses.replace(config, score_weight=SCALE_THETA**2)
     estimator = RatioEstimator(2, 1, theta_ref=[0.0], hidden=16, layers=2).double()
     rescaled = RatioEstimator(2, 1, theta_ref=[SHIFT_THETA], hidden=16, layers=2).double()  # θ_ref in raw units
     history = train_ratio_estimator(estimator, RatioTrainingData.from_samples(numerator, reference), config)

@@ -17,15 +17,6 @@ SMALL = FlowConfig(layers=2, bins=6, hidden=32, blocks=1)
 QUICK = TrainingConfig(epochs=3, batch_size=50, learning_rate=3e-3, patience=None, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors only: on a busy shared machine multi-threaded ops mostly wait for workers."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def dataset():
     theta, x = PolynomialSurface().simulate_joint(800, seed=0)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mflow_sbi.estimator import Estimator
-from mflow_sbi.models.mflow import check_positive_int
+from mflow_sbi.models.parts import check_positive_int
 from mflow_sbi.random import seeded
 from mflow_sbi.registry import register
 from mflow_sbi.training.losses import schedule, score_matching_term

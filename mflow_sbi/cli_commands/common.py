@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import yaml
 
-from mflow_sbi.training import Standardization
 from mflow_sbi.simulator import Simulator, build_simulator, simulator_names
+from mflow_sbi.training import Standardization
 
 DATA_EXTENSIONS = (".npz", ".npy")
 
@@ -70,8 +70,9 @@ def resolve_simulator(args: argparse.Namespace, recorded: dict[str, Any] | None,
         raise UsageError(f"{source} records a malformed simulator spec {recorded!r}; pass --simulator NAME")
     name = args.simulator or recorded["name"]
     base = {}
-    if recorded is not None and recorded["name"] == name:  # a spec without options: an older file's flat keys
-        base = recorded.get("options", {key: value for key, value in recorded.items() if key != "name"})
+    if recorded is not None and recorded["name"] == name:
+        flat = {key: value for key, value in recorded.items() if key != "name"}  # an older file's spec
+        base = recorded.get("options", flat)
     return make_simulator(name, base | simulator_options(args))
 
 

@@ -14,8 +14,16 @@ import pandas as pd
 import torch
 
 from mflow_sbi.cli_commands.common import (
-    UsageError, add_simulator_options, existing_file, matrix, parse_theta, read_arrays, require, resolve_simulator,
-    simulator_help, true_theta_of,
+    UsageError,
+    add_simulator_options,
+    existing_file,
+    matrix,
+    parse_theta,
+    read_arrays,
+    require,
+    resolve_simulator,
+    simulator_help,
+    true_theta_of,
 )  # fmt: skip
 from mflow_sbi.diagnostics import c2st, log_posterior_at_true_theta, mmd_squared
 from mflow_sbi.inference import GridPosterior

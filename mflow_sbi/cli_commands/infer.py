@@ -10,8 +10,15 @@ import numpy as np
 import torch
 
 from mflow_sbi.cli_commands.common import (
-    UsageError, add_simulator_options, load_standardization, matrix, read_arrays, require, resolve_simulator,
-    simulator_help, true_theta_of,
+    UsageError,
+    add_simulator_options,
+    load_standardization,
+    matrix,
+    read_arrays,
+    require,
+    resolve_simulator,
+    simulator_help,
+    true_theta_of,
 )  # fmt: skip
 from mflow_sbi.diagnostics import plot_posteriors
 from mflow_sbi.inference import ObservedLikelihood, grid_posterior, mcmc_posterior, prior_bounds

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from mflow_sbi.cli_commands.common import (
-    UsageError, add_simulator_options, make_simulator, parse_theta, simulator_help, simulator_options, write_arrays,
+    UsageError,
+    add_simulator_options,
+    make_simulator,
+    parse_theta,
+    simulator_help,
+    simulator_options,
+    write_arrays,
     write_json,
 )  # fmt: skip
 

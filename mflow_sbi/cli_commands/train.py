@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 import yaml
 
 from mflow_sbi.baselines import RatioEstimator, RatioTrainingData, train_ratio_estimator

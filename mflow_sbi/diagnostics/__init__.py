@@ -4,10 +4,10 @@ Python numbers (or a dict of them) that `diagnostics_table` collects into a Data
 from mflow_sbi.diagnostics.calibration import draw_posterior_samples, sbc_checks, tarp_checks
 from mflow_sbi.diagnostics.manifold import (
     manifold_distance,
+    mean_reconstruction_distance,
     negative_log_likelihood,
     ood_auc,
     ood_aucs,
-    mean_reconstruction_distance,
     reconstruction_distances,
 )
 from mflow_sbi.diagnostics.mmd import median_distance, mmd_squared

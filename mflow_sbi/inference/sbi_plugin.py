@@ -70,7 +70,7 @@ class ModelDensityEstimator(ConditionalDensityEstimator):
         if batch > 1 and input.stride(1) == 0 and condition.stride(0) == 0:
             # sbi's iid trials: S events expanded over B θ. Cache each event once, then one
             # inner-flow pass per pair.
-            return self.estimator.likelihood(input[:, 0], exact=self.exact).table(condition[0]).T
+            return self.estimator.likelihood(input[:, 0], exact=self.exact).table(condition[0]).T.to(input.dtype)
         events = input.reshape(-1, *self.estimator.event_shape)
         values = self.estimator.log_prob(events, condition.reshape(-1, self.estimator.theta_dim), exact=self.exact)
         return values.reshape(samples, batch).to(input.dtype)

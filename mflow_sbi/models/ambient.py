@@ -5,8 +5,17 @@ from __future__ import annotations
 import math
 
 from mflow_sbi.models.flow import ManifoldFlow
-from mflow_sbi.models.mflow import check_positive_int
-from mflow_sbi.models.parts import Chart, Density, as_dict, build_chart, chart_config, event_shape_of, flow_config
+from mflow_sbi.models.parts import (
+    Chart,
+    Density,
+    as_dict,
+    build_chart,
+    chart_config,
+    check_positive_int,
+    event_shape_of,
+    flow_config,
+    shape_config,
+)
 from mflow_sbi.random import seeded
 from mflow_sbi.registry import register
 from mflow_sbi.transforms import FlowConfig, ImageFlowConfig
@@ -50,7 +59,7 @@ class AmbientFlow(ManifoldFlow):
             density = Density(features, theta_dim, inner_config)
         super().__init__(event_shape, theta_dim, features, density, chart, standardize=standardize)
         self._config = {
-            "data_dim": data_dim, "image_shape": None if image_shape is None else list(event_shape), "theta_dim": theta_dim,
+            **shape_config(data_dim, image_shape, event_shape), "theta_dim": theta_dim,
             "inner": as_dict(inner_config), "outer": None if outer_config is None else as_dict(outer_config),
             "standardize": standardize, "seed": seed,
         }  # fmt: skip

@@ -165,7 +165,7 @@ class ManifoldFlow(Estimator):
         return -self.density.log_prob(u, theta_s)
 
     def likelihood_loss(self, x: Tensor, theta: Tensor) -> Tensor:
-        """-log p(x|θ) with the exact density (AF, PIE), up to the standardization's constant."""
+        """-log p(x|θ) with the exact density in raw units (AF, PIE)."""
         return -self._log_prob(*self._standardized(x, theta), exact=True)
 
     def density_parameters(self) -> Iterator[nn.Parameter]:

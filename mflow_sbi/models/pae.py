@@ -4,8 +4,17 @@
 from __future__ import annotations
 
 from mflow_sbi.models.flow import ManifoldFlow
-from mflow_sbi.models.mflow import check_latent_dim, check_positive_int
-from mflow_sbi.models.parts import Density, MLPDecoder, as_dict, build_encoder, event_shape_of, flow_config
+from mflow_sbi.models.parts import (
+    Density,
+    MLPDecoder,
+    as_dict,
+    build_encoder,
+    check_latent_dim,
+    check_positive_int,
+    event_shape_of,
+    flow_config,
+    shape_config,
+)
 from mflow_sbi.random import seeded
 from mflow_sbi.registry import register
 from mflow_sbi.transforms import FlowConfig
@@ -52,7 +61,7 @@ class PAE(ManifoldFlow):
             density = Density(latent_dim, theta_dim, inner_config)
         super().__init__(event_shape, theta_dim, latent_dim, density, encoder=encoder, decoder=decoder, standardize=standardize)
         self._config = {
-            "data_dim": data_dim, "image_shape": None if image_shape is None else list(event_shape), "theta_dim": theta_dim,
+            **shape_config(data_dim, image_shape, event_shape), "theta_dim": theta_dim,
             "latent_dim": latent_dim, "inner": as_dict(inner_config), "hidden": hidden, "blocks": blocks,
             "standardize": standardize, "seed": seed,
         }  # fmt: skip

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from zuko.lazy import LazyTransform
 
 from mflow_sbi.nn import ResidualMLP
+from mflow_sbi.random import seeded
 from mflow_sbi.transforms import FlowConfig, ImageFlow, ImageFlowConfig, build_flow
 
 
@@ -29,6 +30,11 @@ def event_shape_of(data_dim: int | None, image_shape: Any) -> tuple[int, ...]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"image_shape must be (C, H, W) with positive entries, got {image_shape}")
     return shape
+
+
+def shape_config(data_dim: int | None, image_shape: Any, event_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The data-shape entries of a saved estimator config."""
+    return {"data_dim": data_dim, "image_shape": None if image_shape is None else list(event_shape)}
 
 
 def flow_config(value: FlowConfig | dict[str, Any] | None) -> FlowConfig:
@@ -48,6 +54,43 @@ def chart_config(event_shape: tuple[int, ...], value: Any) -> FlowConfig | Image
 def as_dict(config: FlowConfig | ImageFlowConfig) -> dict[str, Any]:
     """A flow config as the JSON-serializable dict a saved estimator config holds."""
     return asdict(config)
+
+
+def check_latent_dim(latent_dim: Any, event_shape: tuple[int, ...], outer: FlowConfig | ImageFlowConfig, strict: bool) -> int:
+    """n as an int with 0 < n (< or ≤) D, and n ≤ head_features for an image chart."""
+    data_dim = 1
+    for size in event_shape:
+        data_dim *= size
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    if latent_dim > data_dim or (strict and latent_dim == data_dim):
+        raise ValueError(f"latent_dim must be {'<' if strict else '≤'} the data dimension {data_dim}, got {latent_dim}")
+    if isinstance(outer, ImageFlowConfig) and latent_dim > outer.head_features:
+        raise ValueError(f"latent_dim must be ≤ outer head_features ({outer.head_features}) for images, got {latent_dim}")
+    return latent_dim
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def compose_manifold(
+    event_shape: tuple[int, ...], theta_dim: int, latent_dim: int, outer: Any, inner: Any, seed: int,
+    encoder: dict[str, Any] | None, strict: bool = True, conditional_chart: bool = False,
+) -> dict[str, Any]:
+    """The parts of a chart-based flow (the chart conditioned on θ if `conditional_chart`),
+    initialized from `seed`, and their configs; `strict`: n < D."""
+    outer_config, inner_config = chart_config(event_shape, outer), flow_config(inner)
+    latent_dim = check_latent_dim(latent_dim, event_shape, outer_config, strict)
+    theta_dim = check_positive_int("theta_dim", theta_dim)
+    with seeded(seed):
+        chart = build_chart(event_shape, outer_config, theta_dim if conditional_chart else 0)
+        density = Density(latent_dim, theta_dim, inner_config)
+        encoder_net = None if encoder is None else build_encoder(event_shape, latent_dim, **encoder)
+    parts = {"event_shape": event_shape, "theta_dim": theta_dim, "latent_dim": latent_dim, "density": density, "chart": chart, "encoder": encoder_net}
+    return parts | {"config": {"outer": as_dict(outer_config), "inner": as_dict(inner_config)}}
 
 
 class StandardNormal(nn.Module):

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from mflow_sbi.models.flow import ManifoldFlow
-from mflow_sbi.models.mflow import compose_manifold
-from mflow_sbi.models.parts import event_shape_of
+from mflow_sbi.models.parts import compose_manifold, event_shape_of, shape_config
 from mflow_sbi.registry import register
 from mflow_sbi.transforms import FlowConfig, ImageFlowConfig
 
@@ -46,7 +45,7 @@ class PIE(ManifoldFlow):
         super().__init__(**parts, epsilon=epsilon, standardize=standardize)
         self.conditional_manifold = conditional_manifold
         self._config = {
-            "data_dim": data_dim, "image_shape": None if image_shape is None else list(event_shape),
+            **shape_config(data_dim, image_shape, event_shape),
             "theta_dim": self.theta_dim, "latent_dim": self.latent_dim, "conditional_manifold": conditional_manifold,
             "epsilon": epsilon, **config, "standardize": standardize, "seed": seed,
         }  # fmt: skip

@@ -6,7 +6,6 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pandas as pd

@@ -49,9 +49,9 @@ class LHCLike(Simulator):
     once from `pool_draws` proposal draws seeded with `pool_seed` and cached in `cache_dir`
     (default $MFLOW_SBI_CACHE, else ~/.cache/mflow-sbi).
 
-    Threads are the calling program's choice: the loops are many small element-wise
-    operations, which gain little from threads and slow down many-fold when the cores are
-    shared, so one torch thread (`torch.set_num_threads(1)`) and one process per data-set shard
+    Threads are the calling program's choice (e.g. `mflow-sbi --threads 1`): the loops are many
+    small element-wise operations, which gain little from threads and slow down many-fold when
+    the cores are shared, so one torch thread per process and one process per data-set shard
     scale best.
     """
 
