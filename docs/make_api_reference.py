@@ -33,6 +33,7 @@ MODULES = (
     "simulators",
     "simulators.lhc_like",
     "simulators.image_manifold",
+    "mflow_sbi",  # the estimator protocol, its standardization and the registry; its other names point above
 )
 PROJECT_PACKAGES = ("mflow_sbi", "simulators")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

@@ -318,7 +318,7 @@ def test_exact_posterior_runs_and_is_consistent(hadron):
     x = hadron.simulate(theta_true.expand(100, -1), seed=50)
     result = hadron.exact_posterior(x, draws=50, walkers=32, burn_in=100, seed=1)
     assert result.samples.shape == (50 * 32, 3)
-    assert list(result.summary().index) == ["theta[0]", "theta[1]", "theta[2]"]
+    assert list(result.summary().index) == ["theta[theta_1]", "theta[theta_2]", "theta[theta_3]"]  # named parameters
     # the observed log-likelihood is the sum of the per-event log_likelihood
     log_likelihood = hadron.observed_log_likelihood(x)
     probe = torch.tensor([[0.2, -0.3, 0.1], [1.0, 0.5, -0.5]], dtype=torch.float64)

@@ -8,7 +8,6 @@ SMALLER_BUDGETS = {
     "10_000": "1_000",
     "TrainingConfig(epochs=20)": "TrainingConfig(epochs=1, progress=False)",
     "TrainingConfig(epochs=20, score_weight=1.0)": "TrainingConfig(epochs=1, progress=False, score_weight=1.0)",
-    "lhc.standardization()": "lhc.standardization(n=2_000)",
     "observed=events)": "observed=events, draws=30, burn_in=10, progress=False)",
     "lhc.exact_posterior(events)": "lhc.exact_posterior(events, draws=30, burn_in=10)",
     "observed=observed)": "observed=observed, draws=50, burn_in=20, progress=False)",

@@ -1,9 +1,8 @@
-"""Shared pieces of the subcommands: simulators and their specs, data files, standardization files."""
+"""Shared pieces of the subcommands: simulators and their specs, data files."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -15,7 +14,6 @@ import torch
 import yaml
 
 from mflow_sbi.simulator import Simulator, build_simulator, simulator_names
-from mflow_sbi.training import Standardization
 
 DATA_EXTENSIONS = (".npz", ".npy")
 
@@ -157,16 +155,3 @@ def parse_theta(values: list[float] | None, simulator: Simulator, option: str) -
 def write_json(path: Path, content: dict[str, Any]) -> Path:
     path.write_text(json.dumps(content, indent=2) + "\n")
     return path
-
-
-def save_standardization(path: Path, scales: Standardization) -> Path:
-    """The means and scales of a `Standardization` as .npz arrays named after its fields."""
-    np.savez(path, **{f.name: getattr(scales, f.name).numpy() for f in dataclasses.fields(Standardization)})
-    return path
-
-
-def load_standardization(path: Path) -> Standardization:
-    if not path.is_file():
-        raise UsageError(f"the checkpoint was trained on standardized data but {path} is missing")
-    with np.load(path) as stored:
-        return Standardization(**{f.name: torch.from_numpy(stored[f.name]) for f in dataclasses.fields(Standardization)})

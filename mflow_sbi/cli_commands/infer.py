@@ -12,7 +12,6 @@ import torch
 from mflow_sbi.cli_commands.common import (
     UsageError,
     add_simulator_options,
-    load_standardization,
     matrix,
     read_arrays,
     require,
@@ -21,7 +20,7 @@ from mflow_sbi.cli_commands.common import (
     true_theta_of,
 )  # fmt: skip
 from mflow_sbi.diagnostics import plot_posteriors
-from mflow_sbi.inference import ObservedLikelihood, grid_posterior, mcmc_posterior, prior_bounds
+from mflow_sbi.inference import grid_posterior, mcmc_posterior, prior_bounds
 from mflow_sbi.training import load_model
 
 POSTERIOR, SUMMARY, PLOT, GRID = "posterior.nc", "summary.csv", "posterior.png", "grid_posterior.npz"
@@ -31,7 +30,7 @@ events are encoded once) and the simulator's prior. Writes OUTPUT/{POSTERIOR} (A
 chains, log posterior, observed events), OUTPUT/{SUMMARY} (mean, sd, HDI, ESS, R-hat), and for θ of
 dimension 1 or 2 OUTPUT/{PLOT}; with --grid also OUTPUT/{GRID} (grid posterior, exactly normalized
 on the grid). The observed file is an .npz with array x (as `mflow-sbi simulate --theta` writes
-it) or an .npy array (events, D). Data are standardized as in training when the model was."""
+it) or an .npy array (events, D), in raw units (the model applies its own standardization)."""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -62,20 +61,13 @@ def run(args: argparse.Namespace) -> list[Path]:
         raise UsageError(f"shape mismatch: the model's θ has {model.theta_dim} dimensions, the {spec['name']} prior's {simulator.theta_dim}")
     arrays, _ = read_arrays(args.observed, "observed file")
     observed = matrix(require(arrays, "x", args.observed), "x", args.observed)
-    if observed.shape[1] != model.data_dim:
-        raise UsageError(f"shape mismatch: {args.observed} has events of dimension {observed.shape[1]}, the model expects {model.data_dim}")
-    if metadata.get("standardization"):
-        scales = load_standardization(args.checkpoint.parent / metadata["standardization"])
-        likelihood = ObservedLikelihood(model, scales.x(observed.double()))
-
-        def log_likelihood(theta: torch.Tensor) -> torch.Tensor:
-            return likelihood(scales.theta(theta.double()))  # the x map's Jacobian is a constant
-    else:
-        log_likelihood = ObservedLikelihood(model, observed)
+    if tuple(observed.shape[1:]) != model.event_shape:
+        raise UsageError(f"shape mismatch: {args.observed} has events of dimension {observed.shape[1]}, the model expects {model.event_shape}")
+    log_likelihood = model.likelihood(observed)  # raw units: the model standardizes inside
 
     result = mcmc_posterior(
         log_likelihood, simulator.prior, draws=args.draws, walkers=args.walkers, burn_in=args.burn_in,
-        seed=args.seed, progress=not args.quiet, observed=observed,
+        seed=args.seed, progress=not args.quiet, observed=observed, parameter_names=simulator.theta_names,
     )  # fmt: skip
     true_theta = true_theta_of(arrays)
     attributes = {"simulator_spec": json.dumps(spec), "checkpoint": str(args.checkpoint.resolve())}

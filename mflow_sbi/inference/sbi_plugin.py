@@ -97,7 +97,13 @@ def estimator_builder(
     `builder(theta, x) -> ConditionalDensityEstimator`: it builds one of our registered flows
     with the event shape and θ dimension read off sbi's training data and fits its
     standardization to them (`standardize=False` in `model_config` opts out); `model_config`
-    holds the model's other constructor arguments, e.g. `latent_dim=2`."""
+    holds the model's other constructor arguments, e.g. `latent_dim=2`.
+
+    Training time: with sbi's defaults (`.train()`: batch 200, lr 5e-4, stop after 20 epochs
+    without improvement) an M-flow on 10 000 polynomial-surface simulations stopped by itself
+    after 72 epochs, ≈ 9 min on one busy CPU thread (measured 2026-12-03); its best validation
+    loss was 2.74 after 30 epochs and 2.59 at the end, so `.train(max_num_epochs=30)` costs
+    less than half of that for most of the gain."""
     estimator_class(model)  # an unknown name fails here, not inside sbi's training
     return partial(_build_estimator, {"model": model, **model_config}, reconstruction_weight)
 

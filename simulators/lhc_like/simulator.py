@@ -348,6 +348,7 @@ class LHCLike(Simulator):
             walkers=walkers,
             burn_in=burn_in,
             seed=seed,
+            parameter_names=self.theta_names,
             progress=progress,
             observed=x_observed,
         )
