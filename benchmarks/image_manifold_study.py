@@ -42,7 +42,7 @@ from mflow_sbi.diagnostics import (
     plot_images,
     summarize_table,
 )
-from mflow_sbi.estimator import Estimator, ObservedLikelihood
+from mflow_sbi.estimator import Estimator
 from mflow_sbi.inference import grid_posterior
 from mflow_sbi.registry import build_estimator
 from mflow_sbi.training import TrainingConfig, train
@@ -127,8 +127,7 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
     observed, true_theta = observed.to(device), true_theta.to(device)
     exact = simulator.exact_posterior(latents=gold.latent, resolution=settings.grid, bounds=settings.bounds)
     start = time.perf_counter()
-    # the AF's density is its whole image flow: fewer (θ, image) pairs at once (`likelihood` has no chunk_size)
-    likelihood = ObservedLikelihood(model, observed, chunk_size=512) if model_name == "af" else model.likelihood(observed)
+    likelihood = model.likelihood(observed, chunk_size=512 if model_name == "af" else 65536)  # AF: its whole image flow per pair
     lower, upper = [settings.bounds[0]], [settings.bounds[1]]
     on_device = lambda grid: likelihood(grid.to(device)).cpu()  # noqa: E731 (the grid is built on the CPU)
     posterior = grid_posterior(on_device, simulator.prior, resolution=settings.grid, bounds=(lower, upper))

@@ -11,7 +11,7 @@ from mflow_sbi.registry import ESTIMATORS, build_estimator
 from mflow_sbi.standardization import Standardization
 from mflow_sbi.transforms import FlowConfig, ImageFlowConfig
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.1.0"
 __all__ = [
     "ESTIMATORS", "PAE", "PIE", "AmbientFlow", "Estimator", "FlowConfig", "ImageFlowConfig", "MFlow", "MeFlow",
     "ObservedLikelihood", "RatioEstimator", "Standardization", "build_estimator",

@@ -102,10 +102,12 @@ class Estimator(nn.Module, ABC):
         """One x ~ p(x|θ_i) per row of θ -> (batch, *event_shape)."""
         raise NotImplementedError(f"{self.name} cannot generate samples")
 
-    def likelihood(self, x_observed: Tensor, exact: bool = False, prior: torch.distributions.Distribution | None = None) -> ObservedLikelihood:
+    def likelihood(
+        self, x_observed: Tensor, exact: bool = False, prior: torch.distributions.Distribution | None = None, chunk_size: int = 65536
+    ) -> ObservedLikelihood:
         """The likelihood of the iid events `x_observed` as a function of θ, with the per-event
-        terms cached (see `ObservedLikelihood`)."""
-        return ObservedLikelihood(self, x_observed, exact, prior)
+        terms cached (see `ObservedLikelihood`; `chunk_size` bounds the (θ, event) pairs per pass)."""
+        return ObservedLikelihood(self, x_observed, exact, prior, chunk_size)
 
     @abstractmethod
     def observed_features(self, x: Tensor, exact: bool) -> tuple[Tensor, Tensor]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
 from mflow_sbi.models.flow import ManifoldFlow
 from mflow_sbi.models.parts import (
     Chart,
@@ -27,7 +29,7 @@ class AmbientFlow(ManifoldFlow):
 
     Vectors: f is the identity and h the conditional flow (`inner`) on R^D. Images: f is a
     multi-scale image flow whose couplings see θ (`outer`), h by default the identity. Its
-    "manifold" is R^D itself: encode and decode are the identity (up to a reshape).
+    "manifold" is R^D itself: every x projects onto itself (for any θ), at distance 0.
     """
 
     name = "af"
@@ -63,3 +65,7 @@ class AmbientFlow(ManifoldFlow):
             "inner": as_dict(inner_config), "outer": None if outer_config is None else as_dict(outer_config),
             "standardize": standardize, "seed": seed,
         }  # fmt: skip
+
+    def project(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
+        """x itself: the manifold of an ambient flow is all of R^D (no θ needed)."""
+        return self.check_x(x)

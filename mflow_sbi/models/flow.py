@@ -63,7 +63,8 @@ class ManifoldFlow(Estimator):
 
     @property
     def manifold_depends_on_theta(self) -> bool:
-        """Whether the chart is conditioned on θ (PIE original): then nothing is cached per event."""
+        """Whether the chart is conditioned on θ (the original PIE, the image AF): then nothing
+        is cached per event."""
         return self.chart is not None and self.chart.context > 0
 
     # ---- the parts, in standardized units ------------------------------------------------------
