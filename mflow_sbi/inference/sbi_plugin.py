@@ -62,7 +62,8 @@ class ModelDensityEstimator(ConditionalDensityEstimator):
         return self.net
 
     def log_prob(self, input: Tensor, condition: Tensor, **kwargs: Any) -> Tensor:
-        """log q(x|θ) for x (S, B, *event) or (B, *event) and θ (B, p) or (S, B, p) -> (S, B)."""
+        """log q(x|θ) for x (S, B, *event) or (B, *event) and θ (B, p) or (S, B, p) -> (S, B), in the
+        estimator's precision (sbi hands over float32; a float64 estimator keeps its digits)."""
         self._check_input_shape(input)
         self._check_condition_shape(condition)
         input, condition, batch = self._broadcast_and_align(input, condition)
@@ -70,10 +71,10 @@ class ModelDensityEstimator(ConditionalDensityEstimator):
         if batch > 1 and input.stride(1) == 0 and condition.stride(0) == 0:
             # sbi's iid trials: S events expanded over B θ. Cache each event once, then one
             # inner-flow pass per pair.
-            return self.estimator.likelihood(input[:, 0], exact=self.exact).table(condition[0]).T.to(input.dtype)
+            return self.estimator.likelihood(input[:, 0], exact=self.exact).table(condition[0]).T
         events = input.reshape(-1, *self.estimator.event_shape)
         values = self.estimator.log_prob(events, condition.reshape(-1, self.estimator.theta_dim), exact=self.exact)
-        return values.reshape(samples, batch).to(input.dtype)
+        return values.reshape(samples, batch)
 
     def loss(self, input: Tensor, condition: Tensor, **kwargs: Any) -> Tensor:
         """Per-sample training loss for x (B, *event) and θ (B, p) -> (B,)."""
