@@ -44,3 +44,9 @@ def summary_cell(summary: pd.DataFrame, label: str, metric: str, paper: float | 
     low, high = summary.loc[label, (metric, "q0.16")], summary.loc[label, (metric, "q0.84")]
     text = f"{median:.3g}" if low == high == median else f"{median:.3g} [{low:.3g}, {high:.3g}]"
     return text if paper is None else text + f" (paper {paper:{paper_format}})"
+
+
+def overrides(args: Any) -> str:
+    """The command-line options that override a study's profile, as they were given."""
+    given = {"--simulations": getattr(args, "simulations", None), "--epochs": getattr(args, "epochs", None), "--seeds": getattr(args, "seeds", None)}
+    return "".join(f" {option} {value}" for option, value in given.items() if value is not None)

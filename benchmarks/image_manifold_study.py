@@ -48,7 +48,7 @@ from mflow_sbi.registry import build_estimator
 from mflow_sbi.training import TrainingConfig, train
 from simulators import ImageManifold
 
-from _study_results import ResultsFile, summary_cell  # benchmarks/, the script's folder
+from _study_results import ResultsFile, overrides, summary_cell  # benchmarks/, the script's folder
 
 PROFILES = {
     "smoke": {"resolution": 16, "simulations": 200, "epochs": 1, "seeds": 1, "batch_size": 50,
@@ -256,7 +256,7 @@ def main() -> None:
                 results.append(evaluate_row(label, settings, seed, simulator, args.output, name, device))
     done = results.finished()
     table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in args.models if (label, seed) in done)
-    command = f"python benchmarks/image_manifold_study.py --profile {settings.profile} --threads {args.threads}"
+    command = f"python benchmarks/image_manifold_study.py --profile {settings.profile}{overrides(args)} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} threads, device {device}, torch {torch.__version__}"
     (args.output / f"{name}.md").write_text(markdown(table, settings, truth, command, machine, name))
     (args.output / f"{name}_truth.json").write_text(json.dumps(truth, indent=1))

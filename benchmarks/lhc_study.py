@@ -53,7 +53,7 @@ from mflow_sbi.registry import build_estimator  # noqa: E402
 from mflow_sbi.training import TrainingConfig, train  # noqa: E402
 from simulators.lhc_like import LHCLike  # noqa: E402
 
-from _study_results import ResultsFile, summary_cell  # noqa: E402  (benchmarks/, the script's folder)
+from _study_results import ResultsFile, overrides, summary_cell  # noqa: E402  (benchmarks/, the script's folder)
 
 PROFILES = {
     "quick": {"simulations": 10_000, "epochs": 10, "seeds": 3, "points": 2, "walkers": 32, "draws": 250, "burn_in": 150},
@@ -337,7 +337,7 @@ def main() -> None:
             for k, samples in plots.items():
                 plot_marginals(plots_folder / f"point{k}.png", samples, TRUE_POINTS[k])
     table = diagnostics_table(results.finished().values())
-    command = f"python benchmarks/lhc_study.py --profile {settings.profile} --threads {args.threads}"
+    command = f"python benchmarks/lhc_study.py --profile {settings.profile}{overrides(args)} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} thread(s) per process, torch {torch.__version__}"
     (args.output / f"{name}.md").write_text(markdown(table, settings, command, machine, plots_folder.name))
     print((args.output / f"{name}.md").read_text())

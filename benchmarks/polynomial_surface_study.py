@@ -44,7 +44,7 @@ from mflow_sbi.registry import build_estimator
 from mflow_sbi.training import TrainingConfig, train
 from simulators import PolynomialSurface
 
-from _study_results import ResultsFile, summary_cell  # benchmarks/, the script's folder
+from _study_results import ResultsFile, overrides, summary_cell  # benchmarks/, the script's folder
 
 PROFILES = {
     "quick": {"simulations": 10_000, "epochs": 20, "seeds": 3},
@@ -253,7 +253,7 @@ def main() -> None:
                 results.append(evaluate_row(label, settings, seed, simulator, plots))
     done = results.finished()
     table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in args.models if (label, seed) in done)
-    command = f"python benchmarks/polynomial_surface_study.py --profile {settings.profile} --threads {args.threads}"
+    command = f"python benchmarks/polynomial_surface_study.py --profile {settings.profile}{overrides(args)} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}"
     (args.output / f"{name}.md").write_text(markdown(table, settings, command, machine, plots.name))
     print((args.output / f"{name}.md").read_text())
