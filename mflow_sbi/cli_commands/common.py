@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +70,6 @@ def resolve_simulator(args: argparse.Namespace, recorded: dict[str, Any] | None,
         flat = {key: value for key, value in recorded.items() if key != "name"}  # an older file's spec
         base = recorded.get("options", flat)
     return make_simulator(name, base | simulator_options(args))
-
-
-def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """np.savez to a temporary file in `path`'s folder, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def existing_file(path: Path, what: str, extensions: tuple[str, ...]) -> Path:

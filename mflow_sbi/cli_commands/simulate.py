@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mflow_sbi.files import write_npz_atomically
 from mflow_sbi.cli_commands.common import (
     UsageError,
     add_simulator_options,
@@ -15,7 +16,6 @@ from mflow_sbi.cli_commands.common import (
     parse_theta,
     simulator_help,
     simulator_options,
-    write_arrays,
     write_json,
 )  # fmt: skip
 
@@ -58,6 +58,6 @@ def run(args: argparse.Namespace) -> list[Path]:
         "theta": "prior" if theta is None else args.theta,
     }  # fmt: skip
     own = json.loads(str(arrays.pop("metadata"))) if "metadata" in arrays else {}  # the simulator's own description
-    path = write_arrays(args.output / f"{args.name}.npz", arrays | {"metadata": np.array(json.dumps(own | metadata))})
+    path = write_npz_atomically(args.output / f"{args.name}.npz", arrays | {"metadata": np.array(json.dumps(own | metadata))})
     shapes = {key: list(value.shape) for key, value in arrays.items()}
     return [path, write_json(args.output / f"{args.name}.json", metadata | {"file": path.name, "arrays": shapes})]

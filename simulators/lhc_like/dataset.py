@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from mflow_sbi.simulator import GoldData
-from simulators.lhc_like.normalization import write_atomically
+from mflow_sbi.files import write_npz_atomically
 
 GOLD_FIELDS = ("latent", "nuisance", "matrix", "joint_score", "joint_log_ratio")
 
@@ -75,7 +75,7 @@ def save_dataset(path: str | os.PathLike, dataset: LHCDataset) -> Path:
     """Write `dataset` to `path` (".npz" appended if missing), atomically."""
     path = Path(path)
     path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
-    write_atomically(path, dataset_arrays(dataset))
+    write_npz_atomically(path, dataset_arrays(dataset))
     return path
 
 

@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mflow_sbi.files import write_npz_atomically
 from simulators.lhc_like import amplitudes, phase_space
 from simulators.lhc_like.phase_space import Cuts, Proposal
 
@@ -164,20 +164,6 @@ def cache_directory(cache_dir: str | os.PathLike | None) -> Path:
     return Path(os.environ.get(CACHE_ENVIRONMENT_VARIABLE, Path.home() / ".cache" / "mflow-sbi"))
 
 
-def write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file in the same directory, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def load_or_estimate(
     cuts: Cuts, proposal: Proposal, draws: int, seed: int, cache_dir: str | os.PathLike | None
 ) -> Normalization:
@@ -194,7 +180,7 @@ def load_or_estimate(
                 fiducial_fraction=float(stored["fiducial_fraction"]),
             )
     normalization = estimate(cuts, proposal, draws, seed)
-    write_atomically(
+    write_npz_atomically(
         path,
         {
             "matrix": normalization.matrix.numpy(),

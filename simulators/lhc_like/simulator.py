@@ -32,7 +32,7 @@ from simulators.lhc_like import amplitudes, chart, kinematics, normalization, ph
 from simulators.lhc_like.dataset import LHCDataset, LHCGold, dataset_arrays
 from simulators.lhc_like.detector import Detector
 from simulators.lhc_like.morphing import Morphing
-from simulators.lhc_like.normalization import Normalization, coupling_vector, write_atomically
+from simulators.lhc_like.normalization import Normalization, coupling_vector
 from simulators.lhc_like.phase_space import Cuts, Proposal
 
 Tier = Literal["parton", "hadron", "detector"]
