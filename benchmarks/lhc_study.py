@@ -56,8 +56,8 @@ from simulators.lhc_like import LHCLike  # noqa: E402
 from _study_results import ResultsFile, overrides, summary_cell  # noqa: E402  (benchmarks/, the script's folder)
 
 PROFILES = {
-    "quick": {"simulations": 10_000, "epochs": 10, "seeds": 3, "points": 2, "walkers": 32, "draws": 250, "burn_in": 150},
-    "full": {"simulations": 1_000_000, "epochs": 50, "seeds": 5, "points": 4, "walkers": 64, "draws": 1000, "burn_in": 300},
+    "quick": {"simulations": 10_000, "epochs": 10, "seeds": 3, "points": 2, "walkers": 256, "samples": 8_000, "burn_in": 20},
+    "full": {"simulations": 1_000_000, "epochs": 50, "seeds": 5, "points": 4, "walkers": 256, "samples": 64_000, "burn_in": 50},
 }
 #: the spec's true points; the quick profile uses the first two
 TRUE_POINTS = ((0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (-1.0, -1.0, 0.0), (0.0, 0.7, 0.0))
@@ -108,7 +108,7 @@ class Settings:
     seeds: int
     points: int
     walkers: int
-    draws: int
+    samples: int  # per posterior
     burn_in: int
     observed_events: int = 20
     compared_samples: int = 2_000  # per posterior, for MMD² and C2ST
@@ -170,7 +170,7 @@ def generate(estimator, kind: str, theta: torch.Tensor, seed: int) -> torch.Tens
 
 
 def exact_posterior_samples(simulator: LHCLike, x_observed: torch.Tensor, settings: Settings, seed: int) -> torch.Tensor:
-    result = simulator.exact_posterior(x_observed, draws=2 * settings.draws, walkers=settings.walkers, burn_in=2 * settings.burn_in, seed=seed)
+    result = simulator.exact_posterior(x_observed, num_samples=2 * settings.samples, walkers=settings.walkers, burn_in=2 * settings.burn_in, seed=seed)
     return result.samples
 
 
@@ -206,7 +206,7 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: LHCLike, 
             log_likelihood = observed_log_likelihood(estimator, kind, x_observed, simulator.prior)
             with torch.no_grad():
                 result = mcmc_posterior(
-                    log_likelihood, simulator.prior, draws=settings.draws, walkers=settings.walkers, burn_in=settings.burn_in,
+                    log_likelihood, simulator.prior, num_samples=settings.samples, walkers=settings.walkers, burn_in=settings.burn_in,
                     seed=seed, progress=False, parameter_names=simulator.theta_names,
                 )  # fmt: skip
             inference += time.perf_counter() - start
@@ -258,7 +258,7 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
         f"Profile `{settings.profile}`: {settings.simulations} training events (θ from the prior N(0, I₃), hadron tier), "
         f"≤ {settings.epochs} epochs per stage (early stopping, patience 5, batch 256), {settings.seeds} seeds; "
         f"{settings.observed_events} observed events at θ ∈ {{{points}}}; emcee with {settings.walkers} walkers, "
-        f"{settings.burn_in} burn-in + {settings.draws} steps per posterior; SCANDAL/ALICES α = {SCORE_WEIGHT}; {machine}.",
+        f"{settings.burn_in} burn-in steps, {settings.samples} samples per posterior; SCANDAL/ALICES α = {SCORE_WEIGHT}; {machine}.",
         "",
         "Each cell: median over seeds [16%, 84%] of the average over the true points (the paper's mean of ≥ 5 runs",
         "in brackets; its simulator and budget differ, so compare orderings, not values). MMD² (Gaussian kernel,",
@@ -291,7 +291,7 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
         "- sbi rows: `NLE` (MAF) and `NRE` (sbi 0.27's default, NRE_B with a ResNet classifier) with default",
         "  training settings (z-scoring included) and the simulator's prior; their posteriors use the same emcee",
         "  as every other row, on sbi's own likelihood / ratio potential.",
-        "- The exact posterior is emcee on the simulator's likelihood with twice the draws and burn-in.",
+        "- The exact posterior is emcee on the simulator's likelihood with twice the samples and burn-in.",
         "- Closure of 2000 generated events at prior θ (flows and NLE; ratio estimators cannot generate).",
         "",
     ]
@@ -315,7 +315,7 @@ def main() -> None:
         simulations=args.simulations or profile["simulations"],
         epochs=args.epochs or profile["epochs"],
         seeds=args.seeds or profile["seeds"],
-        **{k: profile[k] for k in ("points", "walkers", "draws", "burn_in")},
+        **{k: profile[k] for k in ("points", "walkers", "samples", "burn_in")},
     )
     torch.set_num_threads(args.threads)
     threadpool_limits(limits=args.threads)

@@ -17,7 +17,7 @@ from mflow_sbi.models import MFlow
 from mflow_sbi.training import save_model
 
 TINY_FLOW = {"layers": 1, "bins": 4, "hidden": 8, "blocks": 1}
-TINY_MCMC = ["--walkers", "8", "--draws", "20", "--burn-in", "10", "--quiet"]
+TINY_MCMC = ["--walkers", "8", "--num-samples", "160", "--burn-in", "10", "--quiet"]
 
 MFLOW_YAML = """\
 data: data/data.npz

@@ -165,7 +165,7 @@ def test_mcmc_matches_a_conjugate_gaussian_posterior():
         return torch.distributions.Normal(theta, 1.0).log_prob(x).sum(-1)
 
     result = mcmc_posterior(
-        log_likelihood, prior, draws=500, walkers=32, burn_in=100, thin=2, progress=False, observed=x.unsqueeze(1), parameter_names=["mu"]
+        log_likelihood, prior, num_samples=16_000, walkers=32, burn_in=100, thin=2, progress=False, observed=x.unsqueeze(1), parameter_names=["mu"]
     )
     mean, sd = float(x.sum() / 6), (1 / 6) ** 0.5
     assert result.samples.shape == (500 * 32, 1)
@@ -196,7 +196,7 @@ def test_mcmc_respects_the_prior_support():
         seen.append(theta.clone())
         return torch.zeros(len(theta))
 
-    result = mcmc_posterior(flat, prior, draws=200, walkers=8, burn_in=50, progress=False)
+    result = mcmc_posterior(flat, prior, num_samples=5120, progress=False)
     assert ((result.samples >= 0) & (result.samples <= 1)).all()
     assert all(((t >= 0) & (t <= 1)).all() for t in seen)
     assert float(result.samples.mean()) == pytest.approx(0.5, abs=0.05)
@@ -208,7 +208,7 @@ def test_mcmc_names_parameters_and_records_acceptance():
     prior = torch.distributions.Independent(torch.distributions.Uniform(-3 * torch.ones(2), 3 * torch.ones(2)), 1)
     target = torch.distributions.MultivariateNormal(torch.tensor([1.0, -0.5]), torch.tensor([[0.09, 0.0], [0.0, 0.25]]))
     burn_in, draws, walkers = 30, 200, 16
-    result = mcmc_posterior(target.log_prob, prior, draws=draws, walkers=walkers, burn_in=burn_in, progress=False, parameter_names=("alpha", "beta"))
+    result = mcmc_posterior(target.log_prob, prior, num_samples=draws * walkers, walkers=walkers, burn_in=burn_in, progress=False, parameter_names=("alpha", "beta"))
     summary = result.summary()
     assert summary.index.tolist() == ["theta[alpha]", "theta[beta]"]  # in θ's column order
     assert summary.loc["theta[alpha]", "mean"] == pytest.approx(1.0, abs=0.1)
@@ -231,14 +231,14 @@ def test_mcmc_names_parameters_and_records_acceptance():
     np.testing.assert_array_equal(repeated, ~accepted[:, 1:])
     # with thinning, `accepted` belongs to the step that produced each kept draw: the same seed
     # runs the same chain, so it is every second entry of the unthinned record
-    thinned = mcmc_posterior(target.log_prob, prior, draws=50, walkers=walkers, burn_in=burn_in, thin=2, progress=False)
-    unthinned = mcmc_posterior(target.log_prob, prior, draws=100, walkers=walkers, burn_in=burn_in, progress=False)
+    thinned = mcmc_posterior(target.log_prob, prior, num_samples=50 * walkers, walkers=walkers, burn_in=burn_in, thin=2, progress=False)
+    unthinned = mcmc_posterior(target.log_prob, prior, num_samples=100 * walkers, walkers=walkers, burn_in=burn_in, progress=False)
     np.testing.assert_array_equal(thinned.inference_data.posterior["theta"].values, unthinned.inference_data.posterior["theta"].values[:, 1::2])
     np.testing.assert_array_equal(thinned.inference_data.sample_stats["accepted"].values, unthinned.inference_data.sample_stats["accepted"].values[:, 1::2])
     with pytest.raises(ValueError, match="parameter_names must be 2 distinct names"):
-        mcmc_posterior(target.log_prob, prior, draws=5, walkers=8, burn_in=0, progress=False, parameter_names=["a"])
+        mcmc_posterior(target.log_prob, prior, num_samples=40, walkers=8, burn_in=0, progress=False, parameter_names=["a"])
     with pytest.raises(ValueError, match="parameter_names must be 2 distinct names"):
-        mcmc_posterior(target.log_prob, prior, draws=5, walkers=8, burn_in=0, progress=False, parameter_names=["a", "a"])
+        mcmc_posterior(target.log_prob, prior, num_samples=40, walkers=8, burn_in=0, progress=False, parameter_names=["a", "a"])
 
 
 def test_observed_likelihood_rejects_bad_input():
@@ -264,3 +264,33 @@ def test_grid_posterior_accepts_a_prior_without_event_dimension():
     posterior = grid_posterior(lambda theta: -0.5 * (theta[:, 0] / 0.2) ** 2, prior, resolution=201)
     assert float(posterior.mean()) == pytest.approx(0.0, abs=1e-4)
     assert float(posterior.std()) == pytest.approx(0.2, rel=0.01)
+
+
+def test_mcmc_returns_the_requested_number_of_samples_and_mixes_on_a_bimodal_posterior():
+    # two separated modes, weights 1/4 and 3/4: walkers stuck in one mode would get the weights
+    # wrong and a bulk ESS far below the sample count
+    prior = torch.distributions.Independent(torch.distributions.Uniform(-torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)), 1)
+    modes = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.tensor([0.25, 0.75], dtype=torch.float64)),
+        torch.distributions.Normal(torch.tensor([-0.5, 0.5], dtype=torch.float64), 0.08),
+    )
+    result = mcmc_posterior(lambda theta: modes.log_prob(theta[:, 0]), prior, num_samples=5000, progress=False)
+    assert result.samples.shape == (5000, 1)  # 5000 is not a multiple of the 256 walkers
+    draws = result.inference_data.posterior["theta"].shape[1]
+    assert draws == 20  # ⌈5000 / 256⌉: every walker's draws stay in the InferenceData
+    # the samples are the kept draws in step order, walker by walker within a step
+    chain = result.inference_data.posterior["theta"].values.transpose(1, 0, 2).reshape(-1, 1)
+    np.testing.assert_array_equal(result.samples.numpy(), chain[:5000])
+    assert float((result.samples < 0).double().mean()) == pytest.approx(0.25, abs=0.03)
+    assert result.autocorrelation_time.shape == (1,)
+    assert result.autocorrelation_time[0] == pytest.approx(256 * draws / result.effective_sample_size)
+    assert result.autocorrelation_time[0] < 3  # the documented ≈ 1.5-4 draws
+
+
+def test_mcmc_warns_once_when_the_chain_is_short_for_its_autocorrelation():
+    prior = torch.distributions.Independent(torch.distributions.Uniform(-torch.ones(1), torch.ones(1)), 1)
+    with pytest.warns(RuntimeWarning, match="bulk ESS") as record:
+        mcmc_posterior(lambda theta: -0.5 * (theta[:, 0] / 0.1) ** 2, prior, num_samples=100, walkers=32, burn_in=5, progress=False)
+    assert len(record) == 1
+    with pytest.raises(ValueError, match="num_samples ≥ 1"):
+        mcmc_posterior(lambda theta: theta[:, 0], prior, num_samples=0, progress=False)

@@ -316,8 +316,8 @@ def test_datasets_round_trip_with_metadata(hadron, tmp_path):
 def test_exact_posterior_runs_and_is_consistent(hadron):
     theta_true = torch.tensor([[0.5, 0.0, 0.0]], dtype=torch.float64)
     x = hadron.simulate(theta_true.expand(100, -1), seed=50)
-    result = hadron.exact_posterior(x, draws=50, walkers=32, burn_in=100, seed=1)
-    assert result.samples.shape == (50 * 32, 3)
+    result = hadron.exact_posterior(x, num_samples=1000, walkers=64, burn_in=50, seed=1)
+    assert result.samples.shape == (1000, 3)
     assert list(result.summary().index) == ["theta[theta_1]", "theta[theta_2]", "theta[theta_3]"]  # named parameters
     # the observed log-likelihood is the sum of the per-event log_likelihood
     log_likelihood = hadron.observed_log_likelihood(x)
@@ -353,7 +353,7 @@ def test_exact_mcmc_posterior_covers_the_truth(hadron):
     for trial in range(60):
         theta_true = hadron.sample_prior(1, seed=7000 + trial).double()
         x = hadron.simulate(theta_true.expand(20, -1), seed=8000 + trial)
-        samples = hadron.exact_posterior(x, draws=100, walkers=32, burn_in=100, seed=trial).samples
+        samples = hadron.exact_posterior(x, num_samples=3200, seed=trial).samples
         for k in range(3):
             inside.append(central_interval_holds(float((samples[:, k] <= theta_true[0, k]).double().mean())))
     rate = float(np.mean(inside))

@@ -230,3 +230,24 @@ def test_checkpoint_of_another_format_fails_clearly(tmp_path):
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="not an mflow-sbi checkpoint"):
         load_model(path)
+
+
+@pytest.mark.parametrize("model_name", ["mflow", "meflow", "pae"])
+def test_sequential_density_stage_trains_on_coordinates_encoded_once(dataset, model_name):
+    """The density phase of sequential M/D reads u = g⁻¹(x) cached for its stage (the chart is
+    frozen there) and gets the loss of encoding each batch; alternating M/D cannot cache."""
+    from mflow_sbi.training.trainer import _with_stage_cache
+
+    x, theta = dataset
+    config = {"model": model_name, "data_dim": 3, "theta_dim": 1, "latent_dim": 2, "inner": SMALL.__dict__}
+    model = build_estimator(config | ({} if model_name == "pae" else {"outer": SMALL.__dict__}))
+    train(model, x, theta, "sequential", TrainingConfig(epochs=1, batch_size=100, patience=None, progress=False))
+    data = {"x": x, "theta": theta}
+    (manifold,), (density,) = schedule("sequential")
+    cached = _with_stage_cache(model, (density,), [list(model.density_parameters())], data, chunk_size=64)
+    assert set(cached) == {"x", "theta", "coordinates"}
+    torch.testing.assert_close(cached["coordinates"], model.manifold_coordinates(x))
+    torch.testing.assert_close(phase_loss(density, model, cached), phase_loss(density, model, data))
+    stage = (manifold, density)  # alternating: the manifold phase moves the chart every step
+    groups = [list(model.manifold_parameters()), list(model.density_parameters())]
+    assert set(_with_stage_cache(model, stage, groups, data, chunk_size=64)) == {"x", "theta"}

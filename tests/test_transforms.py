@@ -119,3 +119,19 @@ def test_pad_project_and_metric_of_a_linear_chart():
     A = torch.randn(4, 2, dtype=torch.float64)
     expected = torch.linalg.slogdet(A.T @ A).logabsdet.expand(5)
     torch.testing.assert_close(log_det_metric(lambda v: v @ A.T, u, chunk_size=2), expected)
+
+
+def test_log_det_metric_of_every_transform_matches_brute_force(case):
+    """log det(J_gᵀ J_g) for the chart g(u) = t⁻¹((u, 0)) of every transform t, forward mode in
+    chunks (of 3 rows, so a partial chunk too), against a reverse-mode Jacobian per point."""
+    lazy, x, c = case
+    c = None if c is None else c[:1]  # one context for every row, whatever the chunking
+    y = lazy(c)(x)  # images (batch, C, H, W) or vectors (batch, D)
+    features = y[0].numel()
+    n = max(1, features // 2)
+    chart = lambda v: lazy(c).inv(pad(v, features).unflatten(1, y.shape[1:])).flatten(1)  # noqa: E731
+    u = y.flatten(1)[:, :n]
+    values = log_det_metric(chart, u, chunk_size=3)
+    for i in range(BATCH):
+        jacobian = torch.autograd.functional.jacobian(lambda v: chart(v.unsqueeze(0)).squeeze(0), u[i])
+        torch.testing.assert_close(values[i], torch.linalg.slogdet(jacobian.T @ jacobian).logabsdet, atol=1e-8, rtol=1e-6)

@@ -38,9 +38,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint written by `mflow-sbi train`")
     parser.add_argument("--observed", type=Path, required=True, help="observed events (.npz with x, or .npy)")
     parser.add_argument("--simulator", help=f"simulator whose prior to use, {simulator_help()} (default: the one the checkpoint records)")
-    parser.add_argument("--walkers", type=int, default=64, help="emcee walkers (default 64, keep ≥ 32)")
-    parser.add_argument("--draws", type=int, default=1000, help="draws per walker after burn-in (default 1000)")
-    parser.add_argument("--burn-in", type=int, default=200, help="burn-in steps (default 200)")
+    parser.add_argument("--num-samples", type=int, default=10_000, help="posterior samples (default 10000)")
+    parser.add_argument("--walkers", type=int, default=256, help="emcee walkers (default 256, keep ≥ 32)")
+    parser.add_argument("--burn-in", type=int, default=20, help="burn-in steps (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--grid", action="store_true", help="also the grid posterior (θ of dimension ≤ 2)")
     parser.add_argument("--resolution", type=int, default=201, help="grid cells per axis (default 201)")
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     log_likelihood = model.likelihood(observed)  # raw units: the model standardizes inside
 
     result = mcmc_posterior(
-        log_likelihood, simulator.prior, draws=args.draws, walkers=args.walkers, burn_in=args.burn_in,
+        log_likelihood, simulator.prior, num_samples=args.num_samples, walkers=args.walkers, burn_in=args.burn_in,
         seed=args.seed, progress=not args.quiet, observed=observed, parameter_names=simulator.theta_names,
     )  # fmt: skip
     true_theta = true_theta_of(arrays)

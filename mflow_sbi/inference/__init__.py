@@ -4,6 +4,7 @@ from mflow_sbi.estimator import LogRatio, ObservedLikelihood
 from mflow_sbi.inference.grid import GridPosterior
 from mflow_sbi.inference.posterior import MCMCResult, grid_posterior, mcmc_posterior, prior_bounds, prior_log_prob
 from mflow_sbi.inference.sbi_plugin import (
+    SBI_MCMC_DEFAULTS,
     FastLikelihoodPotential,
     ModelDensityEstimator,
     SBISimulator,
@@ -12,6 +13,7 @@ from mflow_sbi.inference.sbi_plugin import (
 )
 
 __all__ = [
+    "SBI_MCMC_DEFAULTS",
     "FastLikelihoodPotential",
     "GridPosterior",
     "LogRatio",

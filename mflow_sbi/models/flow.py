@@ -76,7 +76,7 @@ class ManifoldFlow(Estimator):
             if self.chart is not None:
                 self.chart.initialize(x, self._chart_theta(theta))
             return self.encoder(x)
-        return self.chart(x, self._chart_theta(theta))[0][:, : self.latent_dim]
+        return self.chart(x, self._chart_theta(theta))[:, : self.latent_dim]
 
     def _decode(self, u: Tensor, theta: Tensor | None) -> Tensor:
         if self.decoder is not None:
@@ -92,7 +92,7 @@ class ManifoldFlow(Estimator):
     def _log_prob(self, x: Tensor, theta: Tensor, exact: bool) -> Tensor:
         """log p(x|θ) from standardized x and θ (see the class docstring)."""
         if self.density_kind == "ambient":
-            z, ladj = self.chart(x, self._chart_theta(theta))
+            z, ladj = self.chart.call_and_ladj(x, self._chart_theta(theta))
             log_p = self.density.log_prob(z[:, : self.latent_dim], theta)
             return log_p + self._off_manifold(z, ladj) if exact or self.manifold_depends_on_theta else log_p
         if exact and self.density_kind == "latent":
@@ -157,13 +157,20 @@ class ManifoldFlow(Estimator):
         x_s, theta_s = self._standardized(x, theta)
         return ((x_s - self._decode(self._encode(x_s, theta_s), theta_s)) ** 2).flatten(1).sum(-1)
 
-    def density_loss(self, x: Tensor, theta: Tensor) -> Tensor:
-        """-log p_h(u|θ) with u = g⁻¹(x) held fixed: the density phase (Eq. 3 without the
-        -½ log det(J_gᵀ J_g) term, which does not depend on h)."""
-        x_s, theta_s = self._standardized(x, theta)
+    def manifold_coordinates(self, x: Tensor) -> Tensor:
+        """u = g⁻¹(x') without gradient, the input of the density phase (θ-independent manifolds)."""
         with torch.no_grad():
-            u = self._encode(x_s, theta_s)
-        return -self.density.log_prob(u, theta_s)
+            return self._encode(self.standardization.x(x), None)
+
+    def density_loss(self, x: Tensor, theta: Tensor, coordinates: Tensor | None = None) -> Tensor:
+        """-log p_h(u|θ) with u = g⁻¹(x) held fixed: the density phase (Eq. 3 without the
+        -½ log det(J_gᵀ J_g) term, which does not depend on h). `coordinates`: u precomputed by
+        `manifold_coordinates` (the trainer's cache while the manifold is frozen)."""
+        x_s, theta_s = self._standardized(x, theta)
+        if coordinates is None:
+            with torch.no_grad():
+                coordinates = self._encode(x_s, theta_s)
+        return -self.density.log_prob(coordinates, theta_s)
 
     def likelihood_loss(self, x: Tensor, theta: Tensor) -> Tensor:
         """-log p(x|θ) with the exact density in raw units (AF, PIE)."""
@@ -186,7 +193,7 @@ class ManifoldFlow(Estimator):
         if self.manifold_depends_on_theta:
             return x_s, offset
         if self.density_kind == "ambient":
-            z, ladj = self.chart(x_s)
+            z, ladj = self.chart.call_and_ladj(x_s)
             return z[:, : self.latent_dim], self._off_manifold(z, ladj) if exact else offset
         u = self._encode(x_s, None)
         return u, -0.5 * self.log_det_metric(u) if exact else offset

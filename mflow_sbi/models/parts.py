@@ -141,7 +141,13 @@ class Chart(nn.Module):
         super().__init__()
         self.event_shape, self.transform, self.context = event_shape, transform, context
 
-    def forward(self, x: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
+        """z = f(x|θ) flattened, (batch, D), without the log-Jacobian (what encoding needs)."""
+        if self.transform is None:
+            return x.flatten(1)
+        return self.transform(theta)(x)
+
+    def call_and_ladj(self, x: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """z = f(x|θ) flattened, (batch, D), and log|det J_f(x)|, (batch,)."""
         if self.transform is None:
             return x.flatten(1), x.new_zeros(len(x))

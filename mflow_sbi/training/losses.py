@@ -23,7 +23,13 @@ from torch import Tensor
 class Phase:
     """`getattr(estimator, loss)(*(data[f] for f in fields), **options)` per sample, weighted by
     `weight`, trains the parameters `getattr(estimator, parameters)()`. With `score_weight` = α
-    the SCANDAL term α · ‖∇_θ(-loss) - t‖² is added, t read from the field "score"."""
+    the SCANDAL term α · ‖∇_θ(-loss) - t‖² is added, t read from the field "score".
+
+    `cache` = (field, method, parameters): an input of the loss that `getattr(estimator,
+    method)(x)` computes without gradient from the parameters `getattr(estimator, parameters)()`.
+    In a stage that does not update those parameters, the trainer computes it once for the whole
+    data set and passes it as the keyword `field` (the density phase of sequential M/D training
+    encodes u = g⁻¹(x) once instead of at every step); otherwise the loss computes it per batch."""
 
     name: str
     loss: str
@@ -32,6 +38,7 @@ class Phase:
     fields: tuple[str, ...] = ("x", "theta")
     options: tuple[tuple[str, Any], ...] = ()
     score_weight: float | None = None
+    cache: tuple[str, str, str] | None = None
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -50,13 +57,16 @@ def phase_loss(phase: Phase, estimator: Any, data: dict[str, Tensor]) -> Tensor:
     """The weighted per-sample loss of `phase` on the named tensors in `data` -> (batch,)."""
     loss = getattr(estimator, phase.loss)
     arguments = [data[field] for field in phase.fields]
+    options = dict(phase.options)
+    if phase.cache is not None and phase.cache[0] in data:
+        options[phase.cache[0]] = data[phase.cache[0]]
     if phase.score_weight is None:
-        return phase.weight * loss(*arguments, **dict(phase.options))
+        return phase.weight * loss(*arguments, **options)
     training = torch.is_grad_enabled()  # False during validation
     with torch.enable_grad():
         theta = data["theta"].detach().requires_grad_(True)
         arguments[phase.fields.index("theta")] = theta
-        nll = loss(*arguments, **dict(phase.options))
+        nll = loss(*arguments, **options)
         value = nll + phase.score_weight * score_matching_term(-nll, theta, data["score"], create_graph=training)
     return phase.weight * (value if training else value.detach())
 
@@ -67,7 +77,8 @@ def schedule(
     """The stages of a training schedule; each stage steps its phases in turn on every batch.
 
     likelihood:  [(ML,)]       — AF, PIE: exact negative log-likelihood
-    sequential:  [(M,), (D,)]  — manifold phase to convergence, then density phase
+    sequential:  [(M,), (D,)]  — manifold phase to convergence, then density phase (on u = g⁻¹(x)
+                                 encoded once, the manifold being frozen)
     alternating: [(M, D)]      — one M step and one D step per batch
     ratio:       [(R,)]        — ALICES (`hard_labels`: CARL); `score_weight` is its α
 
@@ -80,7 +91,10 @@ def schedule(
         raise ValueError(f"score_weight must be positive or None, got {score_weight}")
     manifold = Phase("manifold", "manifold_loss", "manifold_parameters", reconstruction_weight)
     suffix = "" if score_weight is None else "+scandal"
-    density = Phase("density" + suffix, "density_loss", "density_parameters", score_weight=score_weight)
+    density = Phase(
+        "density" + suffix, "density_loss", "density_parameters", score_weight=score_weight,
+        cache=("coordinates", "manifold_coordinates", "manifold_parameters"),
+    )  # fmt: skip
     likelihood = Phase("likelihood" + suffix, "likelihood_loss", "parameters", score_weight=score_weight)
     ratio_name = "carl" if hard_labels else "alice" if score_weight is None else "alices"
     ratio = Phase(

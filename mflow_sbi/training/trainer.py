@@ -28,11 +28,16 @@ class NonFiniteLossError(FloatingPointError):
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimization settings; defaults follow the paper's reference set-up (Adam with
-    decoupled weight decay, cosine decay, clipping at 1, reconstruction weight 1000)."""
+    decoupled weight decay, cosine decay, clipping at 1, reconstruction weight 1000) except
+    for the batch: 1000 events at learning rate 3·10⁻³ (the paper's 100 at 10⁻³, the rate
+    scaled by √10). On the CPU a step of the reference flows costs nearly the same at 100
+    and at 1000 events (per-operation overhead), so an epoch runs several times faster; on
+    the polynomial surface the manifold phase reaches a lower validation loss per epoch and
+    the density phase the same (docs/training_speed.md)."""
 
     epochs: int = 50  # per stage
-    batch_size: int = 100
-    learning_rate: float = 1e-3
+    batch_size: int = 1000
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     validation_fraction: float = 0.1
@@ -133,6 +138,23 @@ def _batches(data: dict[str, Tensor], batch_size: int, generator: torch.Generato
     return [{k: v[index] for k, v in data.items()} for index in order.to(next(iter(data.values())).device).split(batch_size)]
 
 
+def _with_stage_cache(
+    model: Estimator, phases: tuple[Phase, ...], parameters: list[list[Tensor]], data: dict[str, Tensor], chunk_size: int
+) -> dict[str, Tensor]:
+    """`data` plus each phase's cached input (`Phase.cache`) computed once, in chunks, when no
+    phase of the stage updates the parameters it depends on (it is then constant in the stage)."""
+    updated = {id(p) for group in parameters for p in group}
+    cached = dict(data)
+    for phase in phases:
+        if phase.cache is None:
+            continue
+        field, method, depends_on = phase.cache
+        if updated.isdisjoint(id(p) for p in getattr(model, depends_on)()):
+            with torch.no_grad():
+                cached[field] = torch.cat([getattr(model, method)(chunk) for chunk in data["x"].split(chunk_size)])
+    return cached
+
+
 def _train_stage(
     model: Estimator,
     phases: tuple[Phase, ...],
@@ -146,6 +168,8 @@ def _train_stage(
     batches_per_epoch = math.ceil(len(training_data["x"]) / config.batch_size)
     steps = config.epochs * batches_per_epoch
     parameters = [list(getattr(model, p.parameters)()) for p in phases]
+    training_data = _with_stage_cache(model, phases, parameters, training_data, config.batch_size)
+    validation_data = _with_stage_cache(model, phases, parameters, validation_data, config.batch_size)
     optimizers = [
         torch.optim.AdamW(group, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True) for group in parameters
     ]
@@ -159,7 +183,7 @@ def _train_stage(
         sums = dict.fromkeys((p.name for p in phases), 0.0)
         for batch, batch_data in enumerate(_batches(training_data, config.batch_size, generator)):
             for phase, group, optimizer, scheduler in zip(phases, parameters, optimizers, schedulers):
-                model.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 loss = phase_loss(phase, model, batch_data).mean()
                 if not torch.isfinite(loss):
                     model.load_state_dict(best_state)

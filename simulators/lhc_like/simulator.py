@@ -14,7 +14,6 @@ are exact at every tier, with S from the cached MC estimate of `normalization`.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import Any, Literal
@@ -334,17 +333,18 @@ class LHCLike(Simulator):
     def exact_posterior(
         self,
         x_observed: Tensor,
-        draws: int = 2000,
-        walkers: int = 32,
-        burn_in: int = 500,
+        num_samples: int = 64_000,
+        walkers: int = 256,
+        burn_in: int = 100,
         seed: int = 0,
         progress: bool = False,
     ) -> MCMCResult:
-        """p(θ|x_1..x_m) ∝ N(θ; 0, I) Π_j p(x_j|θ) by emcee on the exact likelihood."""
+        """p(θ|x_1..x_m) ∝ N(θ; 0, I) Π_j p(x_j|θ) by emcee on the exact likelihood
+        (`mflow_sbi.inference.mcmc_posterior`, with a longer burn-in than its default)."""
         return mcmc_posterior(
             self.observed_log_likelihood(x_observed),
             self.prior,
-            draws=draws,
+            num_samples=num_samples,
             walkers=walkers,
             burn_in=burn_in,
             seed=seed,
@@ -353,10 +353,9 @@ class LHCLike(Simulator):
             observed=x_observed,
         )
 
-    def exact_posterior_samples(self, x_observed: Tensor, n: int, seed: int = 0, walkers: int = 32) -> Tensor:
-        """n draws of `exact_posterior` (emcee with `walkers` walkers, ⌈n / walkers⌉ draws each)
-        -> (n, theta_dim), float64."""
-        return self.exact_posterior(x_observed, draws=math.ceil(n / walkers), walkers=walkers, seed=seed).samples[:n]
+    def exact_posterior_samples(self, x_observed: Tensor, n: int, seed: int = 0) -> Tensor:
+        """n draws of `exact_posterior` -> (n, theta_dim), float64."""
+        return self.exact_posterior(x_observed, num_samples=n, seed=seed).samples
 
     def exact_grid_posterior(self, x_observed: Tensor, resolution: int = 201, half_width: float = 4.0) -> GridPosterior:
         """p(θ|x_1..x_m) on a resolution² grid over [-half_width, half_width]², normalized on the
