@@ -19,7 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 from zuko.lazy import LazyComposedTransform, LazyTransform
-from zuko.transforms import ComposedTransform, LULinearTransform, MonotonicRQSTransform
+from zuko.transforms import ComposedTransform, MonotonicRQSTransform
+
+from mflow_sbi.transforms.linear import LULinearTransform
 
 IMAGE = constraints.independent(constraints.real, 3)
 
