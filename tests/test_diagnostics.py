@@ -98,7 +98,7 @@ def test_log_posterior_at_true_theta_from_an_mcmc_run():
     prior = torch.distributions.Independent(torch.distributions.Uniform(torch.tensor([-3.0]), torch.tensor([3.0])), 1)
     posterior = torch.distributions.Normal(0.5, 0.3)
     result = mcmc_posterior(
-        lambda theta: posterior.log_prob(theta[:, 0]), prior, draws=100, walkers=32, burn_in=50, progress=False
+        lambda theta: posterior.log_prob(theta[:, 0]), prior, num_samples=3200, walkers=32, burn_in=50, progress=False
     )
     expected = float(posterior.log_prob(torch.tensor(0.6)))
     assert log_posterior_at_true_theta(result, torch.tensor([0.6])) == pytest.approx(expected, abs=0.15)

@@ -14,6 +14,7 @@ MCMC step costs one pass of the inner flow per (θ, event) pair.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -24,6 +25,7 @@ from sbi.inference import MCMCPosterior
 from sbi.inference.potentials.base_potential import BasePotential
 from sbi.neural_nets.estimators import ConditionalDensityEstimator
 from sbi.utils import mcmc_transform
+from sbi.utils.user_input_checks import process_prior
 from torch import Tensor
 
 from mflow_sbi.estimator import Estimator, ObservedLikelihood
@@ -187,7 +189,10 @@ def mcmc_posterior_for_sbi(
     sbi's `sample`, `sample_batched`, `log_prob`, `map` and diagnostics (SBC, TARP, C2ST)."""
     potential = FastLikelihoodPotential(_as_estimator(estimator).eval(), prior, x_o)
     parameters = {**SBI_MCMC_DEFAULTS, **mcmc_parameters}
-    posterior = MCMCPosterior(potential, proposal=prior, theta_transform=mcmc_transform(prior), **parameters)
+    with warnings.catch_warnings():  # a 1-D torch Uniform is cast to sbi's BoxUniform: intended
+        warnings.filterwarnings("ignore", message="Casting 1D Uniform", category=UserWarning)
+        proposal, _, _ = process_prior(prior)  # SIR needs log p(θ) per row: an event dimension
+    posterior = MCMCPosterior(potential, proposal=proposal, theta_transform=mcmc_transform(prior), **parameters)
     if x_o is not None:
         posterior.set_default_x(x_o)
     return posterior
