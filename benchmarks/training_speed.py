@@ -11,7 +11,7 @@ out into a temporary worktree and imported in a subprocess), "after" on the work
 same run with the same threads; sbi's NLE (default MAF) trains on the same data, at our batch
 size and at its own default, for the same epochs.
 
-    python benchmarks/training_speed.py                     # writes docs/training_speed.{md,json}
+    python benchmarks/training_speed.py --demo              # writes docs/training_speed.{md,json}
     python benchmarks/training_speed.py --epochs 1 --events 2000 --output /tmp/smoke.md   # smoke run
 """
 
@@ -86,8 +86,9 @@ def measure_sbi(task: str, events: int, epochs: int, batch_size: int) -> dict:
     return {"batch_size": batch_size, "seconds": seconds, "events_per_second": training_events * epochs / seconds}
 
 
-def run_baseline(ref: str, arguments: list[str]) -> dict:
-    """`measure_mflow` on the library at git revision `ref`, in a subprocess importing it."""
+def run_baseline(ref: str, arguments: list[str], demo: bool) -> tuple[dict, dict | None]:
+    """`measure_mflow` (and the demo, if `demo`) on the library at git revision `ref`, in
+    subprocesses importing it."""
     with tempfile.TemporaryDirectory() as folder:
         worktree = Path(folder) / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), ref], check=True, capture_output=True)
@@ -95,9 +96,37 @@ def run_baseline(ref: str, arguments: list[str]) -> dict:
             command = [sys.executable, str(Path(__file__).resolve()), "--measure-only", *arguments]
             environment = os.environ | {"PYTHONPATH": str(worktree)}
             output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment, cwd=folder).stdout
+            demo_result = run_demo(worktree) if demo else None
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=True, capture_output=True)
-    return json.loads(output.strip().splitlines()[-1])
+    return json.loads(output.strip().splitlines()[-1]), demo_result
+
+
+def run_demo(library: Path) -> dict:
+    """`mflow-sbi demo` with its defaults on the library in `library`, in a subprocess with
+    torch's default threads; its results.json plus the wall time of the whole process."""
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-c", "import sys; from mflow_sbi.cli import main; sys.exit(main(sys.argv[1:]))", "demo", "--quiet", "--output", folder]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=os.environ | {"PYTHONPATH": str(library)}, cwd=folder)
+        return json.loads((Path(folder) / "results.json").read_text()) | {"process_seconds": time.perf_counter() - start}
+
+
+def demo_table(before: dict, after: dict) -> list[str]:
+    rows = [
+        ("wall time of the demo's own clock, s", "total_seconds", ".0f"),
+        ("wall time of the whole process, s", "process_seconds", ".0f"),
+        ("posterior MMD² vs exact (20 events at θ = 0)", "posterior_mmd_squared", ".4f"),
+        ("posterior mean (exact {exact:+.3f})", "mflow_posterior_mean", "+.3f"),
+        ("posterior sd (exact {sd:.3f})", "mflow_posterior_std", ".3f"),
+        ("reconstruction distance of test events", "mean_reconstruction_distance", ".4f"),
+        ("distance of generated samples to the surface", "manifold_distance_of_samples", ".4f"),
+    ]
+    lines = ["## The demo (`mflow-sbi demo`, its defaults), before vs after", "", "| quantity | before | after |", "|---|---|---|"]
+    for label, key, spec in rows:
+        label = label.format(exact=after["exact_posterior_mean"], sd=after["exact_posterior_std"])
+        lines.append(f"| {label} | {before[key]:{spec}} | {after[key]:{spec}} |")
+    return lines + [""]
 
 
 def table(task: str, results: dict) -> list[str]:
@@ -150,6 +179,7 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default="41b3bcb", help="git revision of the 'before' library")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--batch-size", type=int, default=None, help="the M-flow's batch size (default: the library's)")
+    parser.add_argument("--demo", action="store_true", help="also run `mflow-sbi demo` of both revisions")
     parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "training_speed.md")
     args = parser.parse_args()
@@ -162,7 +192,9 @@ def main() -> None:
         return
 
     results: dict = {"epochs": args.epochs, "events": args.events, "threads": torch.get_num_threads()}
-    results["before"] = run_baseline(args.baseline_ref, common)
+    results["before"], demo_before = run_baseline(args.baseline_ref, common, args.demo)
+    if args.demo:
+        results["demo"] = {"before": demo_before, "after": run_demo(ROOT)}
     before_batch = results["before"][args.tasks[0]]["batch_size"]
     results["after"] = {task: measure_mflow(task, args.events, args.epochs, args.batch_size) for task in args.tasks}
     results["after_batch_before"] = {task: measure_mflow(task, args.events, args.epochs, before_batch) for task in args.tasks}
@@ -183,6 +215,8 @@ def main() -> None:
     ]
     for task in args.tasks:
         lines += table(task, results)
+    if args.demo:
+        lines += demo_table(results["demo"]["before"], results["demo"]["after"])
     lines += [
         "## What changed, and what the profile showed",
         "",

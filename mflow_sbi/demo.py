@@ -19,8 +19,8 @@ from mflow_sbi.training import TrainingConfig, save_model, train
 
 @dataclass(frozen=True)
 class DemoSettings:
-    simulations: int = 10_000
-    epochs: int = 20
+    simulations: int = 20_000
+    epochs: int = 30
     schedule: str = "sequential"
     observed_events: int = 20
     true_theta: float = 0.0

@@ -187,6 +187,7 @@ def test_bad_training_requests_raise(dataset, kwargs, match):
         ({"epochs": 0}, "epochs"),
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"patience": 0}, "patience"),
+        ({"density_batch_size": 0}, "density_batch_size"),
     ],
 )
 def test_bad_training_config_raises(kwargs, match):
@@ -251,3 +252,26 @@ def test_sequential_density_stage_trains_on_coordinates_encoded_once(dataset, mo
     stage = (manifold, density)  # alternating: the manifold phase moves the chart every step
     groups = [list(model.manifold_parameters()), list(model.density_parameters())]
     assert set(_with_stage_cache(model, stage, groups, data, chunk_size=64)) == {"x", "theta"}
+
+
+def test_density_stage_takes_its_own_batch_size_and_scaled_rate(dataset, monkeypatch):
+    """The cached density stage of sequential M/D steps with min(density_batch_size, batch_size)
+    events at learning rate × √(that / batch_size); the manifold stage with batch_size."""
+    import mflow_sbi.training.trainer as trainer
+
+    seen = []
+    batches = trainer._batches
+    monkeypatch.setattr(trainer, "_batches", lambda data, size, generator: seen.append(size) or batches(data, size, generator))
+    rates = []
+    adamw = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda group, lr, **kwargs: rates.append(lr) or adamw(group, lr=lr, **kwargs))
+    x, theta = dataset
+    config = TrainingConfig(epochs=1, batch_size=400, learning_rate=4e-3, density_batch_size=100, patience=None, progress=False)
+    train(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), x, theta, "sequential", config)
+    assert seen == [400, 100] and rates == pytest.approx([4e-3, 2e-3])
+    seen.clear(), rates.clear()
+    train(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), x, theta, "alternating", config)  # one stage, no cache
+    assert seen == [400] and rates == pytest.approx([4e-3, 4e-3])
+    seen.clear(), rates.clear()
+    train(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), x, theta, "sequential", TrainingConfig(epochs=1, batch_size=50, progress=False))
+    assert seen == [50, 50]  # never larger than batch_size

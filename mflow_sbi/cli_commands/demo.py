@@ -10,8 +10,8 @@ from mflow_sbi.cli_commands.common import UsageError
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="train an M-flow on the polynomial surface and infer θ")
-    demo.add_argument("--simulations", type=int, default=10_000, help="training simulations (default 10000)")
-    demo.add_argument("--epochs", type=int, default=20, help="epochs per training stage (default 20)")
+    demo.add_argument("--simulations", type=int, default=20_000, help="training simulations (default 20000)")
+    demo.add_argument("--epochs", type=int, default=30, help="epochs per training stage (default 30)")
     demo.add_argument("--schedule", choices=("sequential", "alternating"), default="sequential")
     demo.add_argument("--true-theta", type=float, default=0.0, help="θ of the 20 observed events, in [-1, 1]")
     demo.add_argument("--seed", type=int, default=0)

@@ -30,14 +30,17 @@ class TrainingConfig:
     """Optimization settings; defaults follow the paper's reference set-up (Adam with
     decoupled weight decay, cosine decay, clipping at 1, reconstruction weight 1000) except
     for the batch: 1000 events at learning rate 3·10⁻³ (the paper's 100 at 10⁻³, the rate
-    scaled by √10). On the CPU a step of the reference flows costs nearly the same at 100
-    and at 1000 events (per-operation overhead), so an epoch runs several times faster; on
-    the polynomial surface the manifold phase reaches a lower validation loss per epoch and
-    the density phase the same (docs/training_speed.md)."""
+    scaled by √10), where a step costs a few times that at 100 events on a CPU, not ten times
+    (docs/training_speed.md). A stage that trains on inputs cached for it (the density stage
+    of sequential M/D, on u = g⁻¹(x)) takes b = min(`density_batch_size`, `batch_size`) events
+    at the rate scaled by √(b / batch_size): its steps are cheap and the θ-dependence of the
+    density needs many of them (on the polynomial surface, batch 1000 there gave posteriors
+    farther from the exact ones at the same training time). None: `batch_size` everywhere."""
 
     epochs: int = 50  # per stage
     batch_size: int = 1000
-    learning_rate: float = 3e-3
+    learning_rate: float = 3e-3  # at `batch_size`
+    density_batch_size: int | None = 250
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     validation_fraction: float = 0.1
@@ -50,6 +53,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
+        if self.density_batch_size is not None and self.density_batch_size < 1:
+            raise ValueError(f"density_batch_size must be ≥ 1 or None, got {self.density_batch_size}")
         if not (self.learning_rate > 0 and self.clip_norm > 0 and self.weight_decay >= 0):
             raise ValueError("learning_rate and clip_norm must be positive, weight_decay non-negative")
         if not 0 < self.validation_fraction < 1:
@@ -165,14 +170,16 @@ def _train_stage(
     stage_index: int,
     checkpoint: str | Path | None,
 ) -> list[dict]:
-    batches_per_epoch = math.ceil(len(training_data["x"]) / config.batch_size)
-    steps = config.epochs * batches_per_epoch
     parameters = [list(getattr(model, p.parameters)()) for p in phases]
     training_data = _with_stage_cache(model, phases, parameters, training_data, config.batch_size)
     validation_data = _with_stage_cache(model, phases, parameters, validation_data, config.batch_size)
-    optimizers = [
-        torch.optim.AdamW(group, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True) for group in parameters
-    ]
+    batch_size, learning_rate = config.batch_size, config.learning_rate
+    if config.density_batch_size is not None and all(p.cache is not None and p.cache[0] in training_data for p in phases):
+        batch_size = min(config.density_batch_size, config.batch_size)
+        learning_rate *= math.sqrt(batch_size / config.batch_size)
+    batches_per_epoch = math.ceil(len(training_data["x"]) / batch_size)
+    steps = config.epochs * batches_per_epoch
+    optimizers = [torch.optim.AdamW(group, lr=learning_rate, weight_decay=config.weight_decay, foreach=True) for group in parameters]
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in optimizers]
     stage = "+".join(p.name for p in phases)
     best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
@@ -181,7 +188,7 @@ def _train_stage(
     for epoch in bar:
         model.train()
         sums = dict.fromkeys((p.name for p in phases), 0.0)
-        for batch, batch_data in enumerate(_batches(training_data, config.batch_size, generator)):
+        for batch, batch_data in enumerate(_batches(training_data, batch_size, generator)):
             for phase, group, optimizer, scheduler in zip(phases, parameters, optimizers, schedulers):
                 optimizer.zero_grad(set_to_none=True)
                 loss = phase_loss(phase, model, batch_data).mean()
