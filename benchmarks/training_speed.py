@@ -63,7 +63,7 @@ def measure_mflow(task: str, events: int, epochs: int, batch_size: int | None) -
     model = MFlow(**arguments, seed=0)
     stages = schedule("sequential")
     data = {"x": model.check_x(x), "theta": model.check_theta(theta)}
-    result = {"batch_size": batch_size, "learning_rate": defaults.learning_rate, "library": str(Path(sys.modules["mflow_sbi"].__file__).parent)}
+    result = {"batch_size": batch_size, "library": str(Path(sys.modules["mflow_sbi"].__file__).parent)}
     for name, stage in zip(("manifold", "density"), stages):
         start = time.perf_counter()
         fit(model, data, [stage], config)

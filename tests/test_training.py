@@ -275,3 +275,12 @@ def test_density_stage_takes_its_own_batch_size_and_scaled_rate(dataset, monkeyp
     seen.clear(), rates.clear()
     train(MFlow(3, 1, 2, outer=SMALL, inner=SMALL), x, theta, "sequential", TrainingConfig(epochs=1, batch_size=50, progress=False))
     assert seen == [50, 50]  # never larger than batch_size
+
+
+def test_default_learning_rate_follows_the_batch():
+    """None: 3e-3 · √(b/1000), the paper's ≈ 1e-3 at its batch of 100; an explicit rate holds at
+    `batch_size` and scales by the square root of the batch ratio elsewhere."""
+    assert TrainingConfig().learning_rate_at(1000) == pytest.approx(3e-3)
+    assert TrainingConfig(batch_size=100).learning_rate_at(100) == pytest.approx(3e-3 / math.sqrt(10))
+    assert TrainingConfig(batch_size=64, learning_rate=2e-3).learning_rate_at(64) == 2e-3
+    assert TrainingConfig(batch_size=400, learning_rate=2e-3).learning_rate_at(100) == pytest.approx(1e-3)

@@ -29,17 +29,20 @@ class NonFiniteLossError(FloatingPointError):
 class TrainingConfig:
     """Optimization settings; defaults follow the paper's reference set-up (Adam with
     decoupled weight decay, cosine decay, clipping at 1, reconstruction weight 1000) except
-    for the batch: 1000 events at learning rate 3·10⁻³ (the paper's 100 at 10⁻³, the rate
-    scaled by √10), where a step costs a few times that at 100 events on a CPU, not ten times
-    (docs/training_speed.md). A stage that trains on inputs cached for it (the density stage
-    of sequential M/D, on u = g⁻¹(x)) takes b = min(`density_batch_size`, `batch_size`) events
-    at the rate scaled by √(b / batch_size): its steps are cheap and the θ-dependence of the
-    density needs many of them (on the polynomial surface, batch 1000 there gave posteriors
-    farther from the exact ones at the same training time). None: `batch_size` everywhere."""
+    for the batch: 1000 events, where a step of these flows costs a few times a step at the
+    paper's 100 on a CPU, not ten times (docs/training_speed.md). The learning rate at a batch
+    b is `learning_rate` · √(b / batch_size); by default (`learning_rate=None`) 3·10⁻³ ·
+    √(b / 1000), i.e. the paper's ≈ 10⁻³ at 100 events, scaled by the square root of the batch.
+
+    A stage that trains on inputs cached for it (the density stage of sequential M/D, on
+    u = g⁻¹(x)) takes b = min(`density_batch_size`, `batch_size`): its steps are cheap and the
+    θ-dependence of the density needs many of them (on the polynomial surface, batch 1000 there
+    gave posteriors farther from the exact ones at the same training time); None: `batch_size`
+    everywhere."""
 
     epochs: int = 50  # per stage
     batch_size: int = 1000
-    learning_rate: float = 3e-3  # at `batch_size`
+    learning_rate: float | None = None  # at `batch_size`; None: 3e-3 · √(batch_size / 1000)
     density_batch_size: int | None = 250
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
@@ -50,12 +53,18 @@ class TrainingConfig:
     seed: int = 0
     progress: bool = True
 
+    def learning_rate_at(self, batch_size: int) -> float:
+        """The learning rate of a stage that steps with `batch_size` events (see the class docstring)."""
+        if self.learning_rate is None:
+            return 3e-3 * math.sqrt(batch_size / 1000)
+        return self.learning_rate * math.sqrt(batch_size / self.batch_size)
+
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
         if self.density_batch_size is not None and self.density_batch_size < 1:
             raise ValueError(f"density_batch_size must be ≥ 1 or None, got {self.density_batch_size}")
-        if not (self.learning_rate > 0 and self.clip_norm > 0 and self.weight_decay >= 0):
+        if not ((self.learning_rate is None or self.learning_rate > 0) and self.clip_norm > 0 and self.weight_decay >= 0):
             raise ValueError("learning_rate and clip_norm must be positive, weight_decay non-negative")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction}")
@@ -173,10 +182,10 @@ def _train_stage(
     parameters = [list(getattr(model, p.parameters)()) for p in phases]
     training_data = _with_stage_cache(model, phases, parameters, training_data, config.batch_size)
     validation_data = _with_stage_cache(model, phases, parameters, validation_data, config.batch_size)
-    batch_size, learning_rate = config.batch_size, config.learning_rate
+    batch_size = config.batch_size
     if config.density_batch_size is not None and all(p.cache is not None and p.cache[0] in training_data for p in phases):
         batch_size = min(config.density_batch_size, config.batch_size)
-        learning_rate *= math.sqrt(batch_size / config.batch_size)
+    learning_rate = config.learning_rate_at(batch_size)
     batches_per_epoch = math.ceil(len(training_data["x"]) / batch_size)
     steps = config.epochs * batches_per_epoch
     optimizers = [torch.optim.AdamW(group, lr=learning_rate, weight_decay=config.weight_decay, foreach=True) for group in parameters]
