@@ -13,6 +13,7 @@ from mflow_sbi.transforms import (
     ImageFlow,
     ImageFlowConfig,
     RQSCoupling,
+    VolumePreservingCoupling,
     build_flow,
     log_det_metric,
     lu_linear,
@@ -24,11 +25,14 @@ from mflow_sbi.transforms.image import ActNorm, ImageCoupling, InvertibleConv1x1
 
 BATCH = 4
 SMALL = FlowConfig(layers=2, bins=4, hidden=16, blocks=1)
+VOLUME_PRESERVING = FlowConfig(layers=3, hidden=16, blocks=1, mixing="permutation", coupling="volume_preserving")
 TINY = dict(hidden=8, blocks=1, bins=4)
 #: name: (constructor, shape of one input, context features) — vector and image transforms alike
 TRANSFORMS = {
     "coupling": (lambda: RQSCoupling(3, bins=5, hidden=16, blocks=1), (3,), 0),
     "coupling-context": (lambda: RQSCoupling(4, context=2, mask=[True, False, False, True], hidden=16, blocks=1), (4,), 2),
+    "coupling-volume-preserving": (lambda: VolumePreservingCoupling(5, context=1, hidden=16, blocks=1), (5,), 1),
+    "flow-volume-preserving": (lambda: build_flow(4, 0, VOLUME_PRESERVING), (4,), 0),
     "lu-linear": (lambda: lu_linear(3), (3,), 0),
     "permutation": (lambda: permutation(torch.tensor([2, 0, 1])), (3,), 0),
     "flow": (lambda: build_flow(3, 0, SMALL), (3,), 0),
@@ -135,3 +139,21 @@ def test_log_det_metric_of_every_transform_matches_brute_force(case):
     for i in range(BATCH):
         jacobian = torch.autograd.functional.jacobian(lambda v: chart(v.unsqueeze(0)).squeeze(0), u[i])
         torch.testing.assert_close(values[i], torch.linalg.slogdet(jacobian.T @ jacobian).logabsdet, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["coupling-volume-preserving", "flow-volume-preserving"])
+def test_volume_preserving_transforms_have_unit_jacobian_determinant(name):
+    """|det J| = 1 by a brute-force Jacobian, away from the identity initialization."""
+    make, shape, context = TRANSFORMS[name]
+    transform = perturb(make().double(), scale=0.5)
+    c = torch.randn(context, dtype=torch.float64) if context else None
+    f = lambda v: transform(c)(v)  # noqa: E731
+    for x in torch.randn(3, *shape, dtype=torch.float64):
+        jacobian = torch.autograd.functional.jacobian(f, x)
+        assert not torch.allclose(jacobian, torch.eye(len(x), dtype=torch.float64))
+        torch.testing.assert_close(torch.linalg.det(jacobian), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_a_volume_preserving_flow_needs_permutation_mixing():
+    with pytest.raises(ValueError, match="needs mixing = 'permutation'"):
+        build_flow(3, 0, FlowConfig(coupling="volume_preserving", mixing="lu"))

@@ -109,6 +109,45 @@ class StandardNormal(nn.Module):
         return torch.randn(n, self.features, generator=generator, dtype=like.dtype).to(like.device)
 
 
+class DegenerateGaussian(nn.Module):
+    """The learnable manifold prior of paper 002 (Eq. 5): N(0, AAᵀ) on R^D with A lower
+    triangular, initialized to I; degenerate, on a rank(AAᵀ)-dimensional subspace, once
+    eigenvalues of AAᵀ vanish. Its density is that of the spread prior N(0, AAᵀ + σ²I) (Eq. 14,
+    σ² = `noise_variance`, 10⁻⁴ in the paper), computed through a float64 Cholesky factor;
+    samples are A ε, ε ~ N(0, I): the prior itself, on its subspace."""
+
+    def __init__(self, features: int, noise_variance: float = 1e-4) -> None:
+        super().__init__()
+        if not noise_variance > 0:
+            raise ValueError(f"noise_variance must be positive, got {noise_variance}")
+        self.features, self.noise_variance = features, noise_variance
+        self.factor = nn.Parameter(torch.eye(features))
+
+    @property
+    def scale_tril(self) -> Tensor:
+        """A = tril(factor) -> (D, D)."""
+        return torch.tril(self.factor)
+
+    def spectrum(self) -> Tensor:
+        """The eigenvalues of AAᵀ, largest first, in float64 -> (D,)."""
+        a = self.scale_tril.detach().double()
+        return torch.linalg.eigvalsh(a @ a.mT).flip(0).clamp_min(0)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log N(z; 0, AAᵀ + σ²I) per row -> (batch,)."""
+        a = self.scale_tril.double()
+        covariance = a @ a.mT + self.noise_variance * torch.eye(self.features, dtype=a.dtype, device=a.device)
+        cholesky = torch.linalg.cholesky(covariance)
+        white = torch.linalg.solve_triangular(cholesky, z.double().mT, upper=False)  # (D, batch)
+        log_p = -0.5 * (white**2).sum(0) - cholesky.diagonal().log().sum() - 0.5 * self.features * math.log(2 * math.pi)
+        return log_p.to(z.dtype)
+
+    def sample(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+        """n draws A ε in the dtype and on the device of `like` -> (n, features)."""
+        noise = torch.randn(n, self.features, generator=generator, dtype=like.dtype).to(like.device)
+        return noise @ self.scale_tril.to(like.dtype).mT
+
+
 class Density(nn.Module):
     """The θ-conditional density of manifold coordinates u ∈ R^n through the inner flow h:
     log p_h(u|θ) = log p_base(h⁻¹(u|θ)) + log|det J_h⁻¹(u|θ)|; sampling u = h(ũ|θ), ũ ~ base.

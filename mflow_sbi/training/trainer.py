@@ -141,8 +141,14 @@ def fit(
     model.fit_standardization(training_data["x"], training_data["theta"])
 
     rows: list[dict] = []
-    for stage_index, phases in enumerate(stages):
-        rows += _train_stage(model, phases, training_data, validation_data, config, generator, stage_index, checkpoint)
+    device = torch.device(device)
+    # Losses that draw noise (the learnable-prior flow's spread divergence) use torch's default
+    # generator, seeded here from `config.seed` inside a fork: reproducible, and the caller's
+    # random state is restored afterwards.
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(config.seed)
+        for stage_index, phases in enumerate(stages):
+            rows += _train_stage(model, phases, training_data, validation_data, config, generator, stage_index, checkpoint)
     return pd.DataFrame(rows)
 
 

@@ -1,5 +1,6 @@
-"""Rational-quadratic spline couplings (Durkan et al. 2019, "Neural Spline Flows"), built on
-zuko's stateless `CouplingTransform` and `MonotonicRQSTransform`."""
+"""Coupling layers, built on zuko's stateless `CouplingTransform`: rational-quadratic spline
+couplings (Durkan et al. 2019, "Neural Spline Flows") and volume-preserving ("incompressible")
+affine couplings (Sorrenson et al. 2020, GIN; the flows of paper 002)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,32 @@ from functools import partial
 
 import torch
 from torch import BoolTensor, Tensor
+from torch.distributions import constraints
 from zuko.lazy import LazyTransform
 from zuko.transforms import CouplingTransform, DependentTransform, MonotonicRQSTransform, Transform
 from zuko.utils import broadcast
 
 from mflow_sbi.nn import ResidualMLP
+
+
+class AffineElementwise(Transform):
+    """y = x exp(s) + t element-wise; log|det J| = s (per element)."""
+
+    domain = codomain = constraints.real
+    bijective = True
+
+    def __init__(self, shift: Tensor, log_scale: Tensor) -> None:
+        super().__init__()
+        self.shift, self.log_scale = shift, log_scale
+
+    def _call(self, x: Tensor) -> Tensor:
+        return x * torch.exp(self.log_scale) + self.shift
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return (y - self.shift) * torch.exp(-self.log_scale)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.log_scale
 
 
 class RQSElementwise(LazyTransform):
@@ -75,3 +97,32 @@ class RQSCoupling(LazyTransform):
         if (c is None) != (self.context == 0):
             raise ValueError(f"this coupling expects a context of {self.context} features, got {c!r:.40}")
         return CouplingTransform(partial(self._spline, c), self.mask)
+
+
+class VolumePreservingCoupling(LazyTransform):
+    """y_a = x_a,  y_b = x_b ⊙ exp(s̃) + t with (t, s) = φ(x_a, c), s soft-clamped to 2 tanh(s/2)
+    and centred, s̃_i = s_i - mean_j s_j (paper 002, Eq. 43; GIN): log|det J| = Σ_i s̃_i = 0.
+    With one transformed feature it is additive (s̃ = 0). Starts as the identity map."""
+
+    def __init__(self, features: int, context: int = 0, mask: BoolTensor | None = None, hidden: int = 100, blocks: int = 2) -> None:
+        super().__init__()
+        mask = torch.arange(features) % 2 == 1 if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+        if mask.shape != (features,) or mask.all() or not mask.any():
+            raise ValueError(f"mask must have {features} entries, with both values present")
+        self.register_buffer("mask", mask)
+        self.context = context
+        self.transformed = int((~mask).sum())
+        self.conditioner = ResidualMLP(int(mask.sum()) + context, 2 * self.transformed, hidden=hidden, blocks=blocks)
+
+    def _affine(self, c: Tensor | None, x_a: Tensor) -> Transform:
+        if c is not None:
+            x_a = torch.cat(broadcast(x_a, c, ignore=1), dim=-1)
+        shift, raw = self.conditioner(x_a).chunk(2, dim=-1)
+        log_scale = 2 * torch.tanh(raw / 2)
+        return DependentTransform(AffineElementwise(shift, log_scale - log_scale.mean(-1, keepdim=True)), 1)
+
+    def forward(self, c: Tensor | None = None) -> Transform:
+        """The transform for the context c (None without a context)."""
+        if (c is None) != (self.context == 0):
+            raise ValueError(f"this coupling expects a context of {self.context} features, got {c!r:.40}")
+        return CouplingTransform(partial(self._affine, c), self.mask)

@@ -21,6 +21,7 @@ from torch.distributions import Transform, constraints
 from zuko.lazy import LazyComposedTransform, LazyTransform
 from zuko.transforms import ComposedTransform, MonotonicRQSTransform
 
+from mflow_sbi.transforms.coupling import AffineElementwise
 from mflow_sbi.transforms.linear import LULinearTransform
 
 IMAGE = constraints.independent(constraints.real, 3)
@@ -152,7 +153,7 @@ class ImageCouplingTransform(Transform):
         out = self.conditioner(inputs)
         if self.kind == "affine":
             shift, raw = out.reshape(*lead, 2, -1, h, w).unbind(-4)
-            return _AffineElementwise(shift, 2 * torch.tanh(raw / 2))
+            return AffineElementwise(shift, 2 * torch.tanh(raw / 2))
         params = out.reshape(*lead, -1, 3 * self.bins - 1, h, w).movedim(-3, -1)
         widths, heights, derivatives = params.split((self.bins, self.bins, self.bins - 1), dim=-1)
         return MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound)
@@ -171,26 +172,6 @@ class ImageCouplingTransform(Transform):
         x_a, x_b = x[..., : self.split, :, :], x[..., self.split :, :, :]
         y_b, ladj = self._elementwise(x_a).call_and_ladj(x_b)
         return torch.cat([x_a, y_b], -3), ladj.sum((-3, -2, -1))
-
-
-class _AffineElementwise(Transform):
-    """y = x exp(s) + t element-wise; log|det J| = s (per element)."""
-
-    domain = codomain = constraints.real
-    bijective = True
-
-    def __init__(self, shift: Tensor, log_scale: Tensor) -> None:
-        super().__init__()
-        self.shift, self.log_scale = shift, log_scale
-
-    def _call(self, x: Tensor) -> Tensor:
-        return x * torch.exp(self.log_scale) + self.shift
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return (y - self.shift) * torch.exp(-self.log_scale)
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.log_scale
 
 
 class MultiScaleTransform(Transform):
