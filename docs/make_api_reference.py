@@ -29,6 +29,7 @@ MODULES = (
     "mflow_sbi.inference",
     "mflow_sbi.baselines",
     "mflow_sbi.diagnostics",
+    "mflow_sbi.intrinsic_dimension",
     "mflow_sbi.simulator",
     "simulators",
     "simulators.lhc_like",

@@ -79,6 +79,13 @@ class Estimator(nn.Module, ABC):
         return theta.to(device=self.device, dtype=self.dtype)
 
     # ---- training ---------------------------------------------------------------------------------
+    def prepare(self, x: Tensor, theta: Tensor) -> dict[str, Any]:
+        """Settle what the estimator learns from its training data (raw units, before the
+        standardization is fitted and the first step); the trainer calls it and records what it
+        returns in the history's `attrs`. Default: nothing (an M-flow with `latent_dim="auto"`
+        estimates its manifold dimension here)."""
+        return {}
+
     def fit_standardization(self, x: Tensor, theta: Tensor) -> None:
         """Fit the standardization to training data (once; see `Standardization.fit`)."""
         self.standardization.fit(self.check_x(x), self.check_theta(theta, x))

@@ -138,3 +138,42 @@ def test_checkpoint_of_a_learnable_prior_flow_keeps_its_spectrum(tmp_path):
     model = perturb(LearnablePriorFlow(3, 1, SMALL_FLOW), scale=0.2)
     save_model(tmp_path / "m.pt", model)
     torch.testing.assert_close(load_model(tmp_path / "m.pt")[0].spectrum(), model.spectrum())
+
+
+@pytest.mark.parametrize("model", ["mflow", "meflow"])
+def test_latent_dim_auto_estimates_n_when_training_starts(model, monkeypatch, tmp_path):
+    """The plumbing of latent_dim="auto", with the estimate replaced by a fixed one (the estimate's
+    accuracy is the business of the tests above): n is set before the first step, the model is
+    the one `latent_dim=n` builds with the same seed, and the estimate is kept in the config, the
+    checkpoint and the history; an estimate n = D raises."""
+    from mflow_sbi import intrinsic_dimension
+    from mflow_sbi.registry import build_estimator
+    from mflow_sbi.training import load_model, save_model
+
+    estimate = IntrinsicDimension(2, torch.tensor([1.0, 0.4, 1e-6], dtype=torch.float64), 1e-4, {"twonn": 2.0, "mle": 2.1})
+    seen = []
+    monkeypatch.setattr(intrinsic_dimension, "estimate_intrinsic_dimension", lambda x, **options: seen.append(x) or estimate)
+    theta, x = PolynomialSurface().simulate_joint(300, seed=0)
+    small = {"layers": 2, "bins": 4, "hidden": 16, "blocks": 1}
+    config = {"model": model, "data_dim": 3, "theta_dim": 1, "outer": small, "inner": small}
+    estimator = build_estimator({**config, "latent_dim": "auto"})
+    history = train(estimator, x, theta, config=TrainingConfig(epochs=1, batch_size=100, progress=False))
+    assert len(seen) == 1 and len(seen[0]) == 270  # the training split, raw units
+    assert history.attrs["intrinsic_dimension"] == estimate.as_dict() == estimator.intrinsic_dimension
+    assert estimator.latent_dim == 2 and estimator.config["latent_dim"] == 2
+    reference = build_estimator({**config, "latent_dim": 2})
+    train(reference, x, theta, config=TrainingConfig(epochs=1, batch_size=100, progress=False))
+    torch.testing.assert_close(estimator.log_prob(x[:5], theta[:5]), reference.log_prob(x[:5], theta[:5]))
+    save_model(tmp_path / "m.pt", estimator)
+    loaded = load_model(tmp_path / "m.pt")[0]
+    assert loaded.latent_dim == 2 and loaded.intrinsic_dimension == estimate.as_dict()
+    monkeypatch.setattr(intrinsic_dimension, "estimate_intrinsic_dimension", lambda x, **options: IntrinsicDimension(3, torch.ones(3), 1e-4))
+    with pytest.raises(ValueError, match="fill R\\^3"):
+        train(build_estimator({**config, "latent_dim": "auto"}), x, theta, config=TrainingConfig(epochs=1, progress=False))
+
+
+def test_latent_dim_auto_needs_vector_data():
+    from mflow_sbi.models import MFlow
+
+    with pytest.raises(ValueError, match="latent_dim='auto' works on vector data"):
+        MFlow(image_shape=(1, 4, 4), latent_dim="auto")

@@ -100,7 +100,8 @@ def estimator_builder(
     `builder(theta, x) -> ConditionalDensityEstimator`: it builds one of our registered flows
     with the event shape and θ dimension read off sbi's training data and fits its
     standardization to them (`standardize=False` in `model_config` opts out); `model_config`
-    holds the model's other constructor arguments, e.g. `latent_dim=2`.
+    holds the model's other constructor arguments, e.g. `latent_dim=2` (or `latent_dim="auto"`:
+    n estimated from sbi's training data first, see `MFlow`).
 
     Training time: with sbi's defaults (`.train()`: batch 200, lr 5e-4, stop after 20 epochs
     without improvement) an M-flow on 10 000 polynomial-surface simulations stopped by itself
@@ -116,6 +117,7 @@ def _build_estimator(config: dict[str, Any], reconstruction_weight: float, theta
         raise ValueError(f"our models need θ (N, p) and x (N, D) or (N, C, H, W), got shapes {tuple(theta.shape)} and {tuple(x.shape)}")
     shape = {"data_dim": x.shape[1]} if x.ndim == 2 else {"image_shape": list(x.shape[1:])}
     estimator = build_estimator({**config, **shape, "theta_dim": theta.shape[1]})
+    estimator.prepare(x, theta)  # e.g. latent_dim="auto": n estimated on sbi's training data
     estimator.fit_standardization(x, theta)
     return ModelDensityEstimator(estimator, reconstruction_weight=reconstruction_weight)
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from torch import Tensor
 
 from mflow_sbi.models.flow import ManifoldFlow
 from mflow_sbi.models.parts import check_positive_int, compose_manifold, event_shape_of, shape_config
@@ -21,6 +23,12 @@ class MFlow(ManifoldFlow):
     term is expensive and it does not depend on θ: `exact=False` drops it. f is a vector flow
     (`outer`: `FlowConfig`) for `data_dim`, a multi-scale image flow (`ImageFlowConfig`) for
     `image_shape`; h is a vector flow (`inner`). Weights are initialized from `seed`.
+
+    `latent_dim="auto"` (vectors): n is estimated from the training data when training starts
+    (`prepare`: `estimate_intrinsic_dimension` on x, the manifold being θ-independent), and the
+    model is rebuilt as `latent_dim=n` with the same seed; the estimate, its spectrum and the
+    cross-checks are kept in `intrinsic_dimension` (and so in the config and the checkpoint)
+    and in the training history's `attrs`.
     """
 
     name = "mflow"
@@ -32,7 +40,7 @@ class MFlow(ManifoldFlow):
         self,
         data_dim: int | None = None,
         theta_dim: int = 1,
-        latent_dim: int = 1,
+        latent_dim: int | Literal["auto"] = 1,
         outer: FlowConfig | ImageFlowConfig | dict | None = None,
         inner: FlowConfig | dict | None = None,
         jacobian_chunk_size: int | None = None,
@@ -40,21 +48,53 @@ class MFlow(ManifoldFlow):
         image_shape: tuple[int, int, int] | list[int] | None = None,
         standardize: bool = True,
         seed: int = 0,
+        intrinsic_dimension: dict[str, Any] | None = None,
     ) -> None:
         self._compose(data_dim, theta_dim, latent_dim, outer, inner, jacobian_chunk_size, image_shape, standardize, seed, None)
+        self._record(intrinsic_dimension)
 
     def _compose(
         self, data_dim: Any, theta_dim: Any, latent_dim: Any, outer: Any, inner: Any, jacobian_chunk_size: int | None,
         image_shape: Any, standardize: bool, seed: int, encoder: dict[str, Any] | None,
     ) -> None:  # fmt: skip
         event_shape = event_shape_of(data_dim, image_shape)
-        parts = compose_manifold(event_shape, theta_dim, latent_dim, outer, inner, seed, encoder)
+        automatic = latent_dim == "auto"
+        if automatic and len(event_shape) != 1:
+            raise ValueError("latent_dim='auto' works on vector data; for images estimate n with classical_dimensions(x.flatten(1))")
+        parts = compose_manifold(event_shape, theta_dim, 1 if automatic else latent_dim, outer, inner, seed, encoder)  # 1: until trained
         config = parts.pop("config")
         ManifoldFlow.__init__(self, **parts, jacobian_chunk_size=jacobian_chunk_size, standardize=standardize)
         self._config = {
-            **shape_config(data_dim, image_shape, event_shape), "theta_dim": self.theta_dim, "latent_dim": self.latent_dim,
-            **config, "jacobian_chunk_size": jacobian_chunk_size, "standardize": standardize, "seed": seed,
+            **shape_config(data_dim, image_shape, event_shape), "theta_dim": self.theta_dim,
+            "latent_dim": "auto" if automatic else self.latent_dim, **config,
+            "jacobian_chunk_size": jacobian_chunk_size, "standardize": standardize, "seed": seed,
         }  # fmt: skip
+
+    def _record(self, intrinsic_dimension: dict[str, Any] | None) -> None:
+        self.intrinsic_dimension = None if intrinsic_dimension is None else dict(intrinsic_dimension)
+        if intrinsic_dimension is not None:
+            self._config["intrinsic_dimension"] = self.intrinsic_dimension
+
+    def prepare(self, x: Tensor, theta: Tensor) -> dict[str, Any]:
+        """With `latent_dim="auto"`: estimate n on the training x, rebuild with `latent_dim=n`
+        (same seed, dtype and device) and return {"intrinsic_dimension": the estimate's record};
+        otherwise nothing."""
+        if self._config["latent_dim"] != "auto":
+            return {}
+        from mflow_sbi.intrinsic_dimension import estimate_intrinsic_dimension  # the estimator trains flows itself
+
+        estimate = estimate_intrinsic_dimension(self.check_x(x).float(), seed=self._config["seed"])
+        record = estimate.as_dict()
+        if estimate.dimension >= self.data_dim:
+            raise ValueError(
+                f"the estimated intrinsic dimension is {estimate.dimension}: the data fill R^{self.data_dim} (spectrum "
+                f"{[round(v, 6) for v in record['spectrum']]}); train an AmbientFlow, or pass latent_dim"
+            )
+        dtype, device = self.dtype, self.device
+        arguments = {k: v for k, v in self._config.items() if k != "intrinsic_dimension"}
+        self.__init__(**{**arguments, "latent_dim": estimate.dimension, "intrinsic_dimension": record})
+        self.to(device=device, dtype=dtype)
+        return {"intrinsic_dimension": record}
 
 
 @register
@@ -81,6 +121,7 @@ class MeFlow(MFlow):
         encoder_hidden: int | None = None,
         encoder_blocks: int = 2,
         encoder_channels: int = 32,
+        intrinsic_dimension: dict[str, Any] | None = None,
     ) -> None:
         if encoder_hidden is not None:
             check_positive_int("encoder_hidden", encoder_hidden)
@@ -89,3 +130,4 @@ class MeFlow(MFlow):
         encoder = {"hidden": encoder_hidden, "blocks": encoder_blocks, "channels": encoder_channels}
         self._compose(data_dim, theta_dim, latent_dim, outer, inner, jacobian_chunk_size, image_shape, standardize, seed, encoder)
         self._config.update(encoder_hidden=encoder_hidden, encoder_blocks=encoder_blocks, encoder_channels=encoder_channels)
+        self._record(intrinsic_dimension)

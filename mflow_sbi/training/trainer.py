@@ -122,8 +122,9 @@ def fit(
 ) -> pd.DataFrame:
     """Mini-batch optimization of `stages` (see `schedule`) on the named tensors in `data`
     (rows paired, raw units), with a validation split, early stopping and per-epoch
-    checkpoints; the engine under `train` and the ratio estimators' trainers. The model's
-    standardization is fitted to the training split's x and θ when training starts."""
+    checkpoints; the engine under `train` and the ratio estimators' trainers. When training
+    starts, `model.prepare` sees the training split (its records go to the history's `attrs`)
+    and the model's standardization is fitted to it."""
     n = check_same_batch(**data)
     missing = sorted({f for phases in stages for p in phases for f in p.reads} - set(data))
     if missing:
@@ -134,6 +135,7 @@ def fit(
     validation, training = order[:n_validation], order[n_validation:]
     if len(training) == 0:
         raise ValueError("not enough samples to split off a validation set")
+    records = model.prepare(data["x"][training], data["theta"][training])
     model.to(device)
     cast = {k: v.to(device=device, dtype=model.dtype if v.is_floating_point() else v.dtype) for k, v in data.items()}
     training_data = {k: v[training] for k, v in cast.items()}
@@ -149,7 +151,9 @@ def fit(
         torch.manual_seed(config.seed)
         for stage_index, phases in enumerate(stages):
             rows += _train_stage(model, phases, training_data, validation_data, config, generator, stage_index, checkpoint)
-    return pd.DataFrame(rows)
+    history = pd.DataFrame(rows)
+    history.attrs.update(records)
+    return history
 
 
 def _batches(data: dict[str, Tensor], batch_size: int, generator: torch.Generator) -> list[dict[str, Tensor]]:
