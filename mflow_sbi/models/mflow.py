@@ -25,10 +25,10 @@ class MFlow(ManifoldFlow):
     `image_shape`; h is a vector flow (`inner`). Weights are initialized from `seed`.
 
     `latent_dim="auto"` (vectors): n is estimated from the training data when training starts
-    (`prepare`: `estimate_intrinsic_dimension` on x, the manifold being θ-independent), and the
-    model is rebuilt as `latent_dim=n` with the same seed; the estimate, its spectrum and the
-    cross-checks are kept in `intrinsic_dimension` (and so in the config and the checkpoint)
-    and in the training history's `attrs`.
+    (`prepare`: `estimate_intrinsic_dimension` on x with its default method, the manifold being
+    θ-independent), and the model is rebuilt as `latent_dim=n` with the same seed; the record
+    (n, method, every estimate) is kept in `intrinsic_dimension` (and so in the config and the
+    checkpoint) and in the training history's `attrs`.
     """
 
     name = "mflow"
@@ -81,14 +81,14 @@ class MFlow(ManifoldFlow):
         otherwise nothing."""
         if self._config["latent_dim"] != "auto":
             return {}
-        from mflow_sbi.intrinsic_dimension import estimate_intrinsic_dimension  # the estimator trains flows itself
+        from mflow_sbi.intrinsic_dimension import estimate_intrinsic_dimension  # it imports the models
 
         estimate = estimate_intrinsic_dimension(self.check_x(x).float(), seed=self._config["seed"])
         record = estimate.as_dict()
         if estimate.dimension >= self.data_dim:
             raise ValueError(
-                f"the estimated intrinsic dimension is {estimate.dimension}: the data fill R^{self.data_dim} (spectrum "
-                f"{[round(v, 6) for v in record['spectrum']]}); train an AmbientFlow, or pass latent_dim"
+                f"the estimated intrinsic dimension is {estimate.dimension}: the data fill R^{self.data_dim} "
+                f"(estimates {record['estimates']}); train an AmbientFlow, or pass latent_dim"
             )
         dtype, device = self.dtype, self.device
         arguments = {k: v for k, v in self._config.items() if k != "intrinsic_dimension"}
