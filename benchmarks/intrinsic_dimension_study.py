@@ -1,0 +1,190 @@
+"""Intrinsic-dimension study (issue 18): the estimated manifold dimension n per simulator for
+TwoNN, the Levina-Bickel MLE and the learnable-prior flow of paper 002, with the time each took,
+and what a wrong n costs an M-flow's posterior on the polynomial surface.
+
+Part 1, per data set with a known n: `classical_dimensions` and `estimate_intrinsic_dimension`
+with `method="learnable_prior"` (its default training: 9000 steps at batch 100 on 5000 events;
+vector data with D ≤ 40 only). Part 2: sequential M-flows on the polynomial surface with
+`latent_dim="auto"` and with n = 1 and 2 (n = 3 = D is not an M-flow), posterior MMD² against
+the exact posterior for 20 events at five true θ.
+
+    python benchmarks/intrinsic_dimension_study.py --threads 1        # docs/intrinsic_dimension_study.{md,json}
+    python benchmarks/intrinsic_dimension_study.py --smoke --output /tmp/id   # a minute: tiny budgets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mflow_sbi.diagnostics import mmd_squared
+from mflow_sbi.inference import grid_posterior
+from mflow_sbi.intrinsic_dimension import classical_dimensions, estimate_intrinsic_dimension
+from mflow_sbi.models import MFlow
+from mflow_sbi.training import TrainingConfig, train
+from simulators import ImageManifold, LHCLike, PolynomialSurface
+
+TRUE_THETAS = (-0.9, -0.5, 0.0, 0.5, 0.9)
+
+
+def _lhc(tier: str, events: int) -> Callable[[], torch.Tensor]:
+    def data() -> torch.Tensor:
+        simulator = LHCLike(tier=tier)
+        return simulator.simulate(simulator.sample_prior(events, seed=0), seed=1)
+
+    return data
+
+
+def _image(manifold_dim: int, events: int) -> Callable[[], torch.Tensor]:
+    def data() -> torch.Tensor:
+        simulator = ImageManifold(manifold_dim=manifold_dim, resolution=16)
+        return simulator.simulate(simulator.sample_prior(events, seed=0), seed=1).flatten(1)
+
+    return data
+
+
+def _synthetic(k: int, dimension: int, curved: bool, events: int) -> Callable[[], torch.Tensor]:
+    def data() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        if curved:  # x = sin(1.5 u W), u ~ U(-1, 1)^k
+            u = 2 * torch.rand(events, k, generator=generator) - 1
+            return torch.sin(1.5 * u @ torch.randn(k, dimension, generator=generator))
+        return torch.randn(events, k, generator=generator) @ torch.randn(k, dimension, generator=generator)
+
+    return data
+
+
+def cases(events: int) -> dict[str, tuple[Callable[[], torch.Tensor], int]]:
+    """name: (data in raw units, the true n)."""
+    return {
+        "polynomial surface (D = 3)": (lambda: PolynomialSurface().simulate_joint(events, seed=0)[1], PolynomialSurface.manifold_dim),
+        "LHC-like parton tier (D = 40)": (_lhc("parton", events), 9),
+        "LHC-like hadron tier (D = 40)": (_lhc("hadron", events), 14),
+        "LHC-like detector tier (D = 40)": (_lhc("detector", events), 14),
+        "image manifold n = 4 (16×16×3)": (_image(4, min(events, 3000)), 4),
+        "image manifold n = 8 (16×16×3)": (_image(8, min(events, 3000)), 8),
+        "linear, k = 5 in R¹⁰": (_synthetic(5, 10, False, events), 5),
+        "curved, k = 3 in R¹⁰": (_synthetic(3, 10, True, events), 3),
+    }
+
+
+def estimate_rows(events: int, flow_training: TrainingConfig | None, learned_up_to: int) -> list[dict]:
+    rows = []
+    for name, (data, true_n) in cases(events).items():
+        x = data().float()
+        start = time.perf_counter()
+        classical = classical_dimensions(x)
+        row = {"data": name, "true_n": true_n, "data_dim": x.shape[1], **classical, "classical_s": time.perf_counter() - start}
+        if x.shape[1] <= learned_up_to:
+            learned = estimate_intrinsic_dimension(x, method="learnable_prior", config=flow_training)
+            row |= {"learnable_prior": learned.dimension, "learnable_prior_s": learned.seconds, "spectrum": learned.spectrum.tolist()}
+        rows.append(row)
+        print(json.dumps(row)[:300], flush=True)
+    return rows
+
+
+def posterior_rows(simulations: int, epochs: int) -> list[dict]:
+    simulator = PolynomialSurface()
+    theta, x = simulator.simulate_joint(simulations, seed=0)
+    rows = []
+    for latent_dim in ("auto", 1, 2):
+        start = time.perf_counter()
+        model = MFlow(data_dim=3, theta_dim=1, latent_dim=latent_dim, seed=0)
+        history = train(model, x, theta, "sequential", TrainingConfig(epochs=epochs, patience=5, progress=False))
+        seconds = time.perf_counter() - start
+        model.eval()
+        mmds = []
+        for true_theta in TRUE_THETAS:
+            observed = simulator.simulate(torch.full((20, 1), true_theta), seed=40_000 + int(10 * true_theta))
+            with torch.no_grad():
+                posterior = grid_posterior(model.likelihood(observed), simulator.prior)
+            generator = torch.Generator().manual_seed(0)
+            mmds.append(mmd_squared(posterior.sample(2000, generator), simulator.exact_posterior(observed).sample(2000, generator)))
+        estimate = history.attrs.get("intrinsic_dimension")
+        row = {
+            "latent_dim": str(latent_dim), "n": model.latent_dim, "training_s": seconds,
+            "estimate_s": None if estimate is None else estimate["seconds"],
+            "mmd_mean": sum(mmds) / len(mmds), "mmd_median": statistics.median(mmds), "mmd_per_theta": mmds,
+        }  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown(results: dict, command: str) -> str:
+    lines = [
+        "# Intrinsic dimension: estimates per simulator, and what a wrong n costs",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {results['machine']}; one run. Nearest-neighbour estimates on at most 5000 z-scored rows of "
+        f"{results['events']} events; the learnable-prior flow (paper 002) with its default training "
+        "(`ESTIMATION_TRAINING`: 9000 steps at batch 100 on 5000 events), on vector data with D ≤ 40.",
+        "",
+        "| data | true n | TwoNN | MLE | n (default: TwoNN rounded) | learnable prior: n (gap rule) | its top eigenvalues of AAᵀ | TwoNN + MLE s | learnable prior s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["estimates"]:
+        spectrum = row.get("spectrum")
+        top = "—" if spectrum is None else ", ".join(f"{v:.2g}" for v in spectrum[: min(len(spectrum), row["true_n"] + 2)])
+        lines.append(
+            f"| {row['data']} | {row['true_n']} | {row['twonn']:.2f} | {row['mle']:.2f} | {max(1, round(row['twonn']))} "
+            f"| {row.get('learnable_prior', '—')} | {top} | {row['classical_s']:.1f} | {_number(row.get('learnable_prior_s'), '.0f')} |"
+        )
+    lines += [
+        "",
+        f"## An M-flow with the estimated, the true and a wrong n (polynomial surface, {results['simulations']} simulations, "
+        f"≤ {results['epochs']} epochs per stage, sequential M/D)",
+        "",
+        "Posterior MMD² against the exact posterior for 20 events at each true θ ∈ " + ", ".join(f"{t:+.1f}" for t in TRUE_THETAS) + ".",
+        "",
+        "| latent_dim | n | posterior MMD² (median over θ) | (mean over θ) | per θ | training s (estimate s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["posteriors"]:
+        per_theta = ", ".join(f"{v:.3f}" for v in row["mmd_per_theta"])
+        estimate = "" if row["estimate_s"] is None else f" ({row['estimate_s']:.1f})"
+        lines.append(f"| {row['latent_dim']} | {row['n']} | {row['mmd_median']:.4f} | {row['mmd_mean']:.4f} | {per_theta} | {row['training_s']:.0f}{estimate} |")
+    lines += ["", "n = 3 = D is not an M-flow (an estimate of D raises and points to an AF).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--simulations", type=int, default=20_000, help="M-flow training simulations (part 2)")
+    parser.add_argument("--epochs", type=int, default=30, help="M-flow epochs per stage (part 2)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks that the script runs")
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    flow_training = TrainingConfig(epochs=1, batch_size=100, progress=False) if args.smoke else None
+    events, simulations, epochs = (500, 2000, 1) if args.smoke else (args.events, args.simulations, args.epochs)
+    results = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "events": events, "simulations": simulations, "epochs": epochs,
+        "estimates": estimate_rows(events, flow_training, learned_up_to=3 if args.smoke else 40),
+        "posteriors": posterior_rows(simulations, epochs),
+    }  # fmt: skip
+    command = "python benchmarks/intrinsic_dimension_study.py " + " ".join(sys.argv[1:])
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "intrinsic_dimension_study.json").write_text(json.dumps(results, indent=2))
+    (args.output / "intrinsic_dimension_study.md").write_text(markdown(results, command.strip()))
+    print(markdown(results, command.strip()))
+
+
+if __name__ == "__main__":
+    main()
