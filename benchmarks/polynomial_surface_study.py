@@ -223,6 +223,11 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
         "  projection; the paper uses the reconstruction error for these models.",
         "- sbi's NPE is trained on single events; the 20-event posterior is the standard iid combination",
         "  Σ_j log q(θ|x_j) - 19 log p(θ), which compounds the per-event errors.",
+        "- The learnable-prior flow (paper 002; not in the paper's table) is an ambient density: a",
+        "  volume-preserving θ-conditional flow with the prior N(0, AAᵀ + σ²I), trained with the spread KL",
+        "  divergence at the profile's batch and epochs (≈ 900 steps here). Its prior's spectrum needs many",
+        "  more small steps to separate (docs/intrinsic_dimension_study.md), and a volume-preserving flow is",
+        "  less flexible than the AF's spline flow: its posterior and samples are the worst of the flows.",
         "",
     ]
     return "\n".join(lines)

@@ -61,3 +61,12 @@ def test_04_image_manifold(tmp_path, monkeypatch):
     assert figures >= 3  # simulator images, samples and projections, posterior
     assert contains(results, "exact", results["true_theta"])
     assert results["M-flow_std"] > 0 and results["reconstruction"] > 0
+
+
+def test_05_intrinsic_dimension(tmp_path, monkeypatch):
+    results, figures = execute("05_intrinsic_dimension.ipynb", tmp_path, monkeypatch)
+    assert figures >= 2  # spectrum, posteriors
+    assert results["default_dimension"] == results["auto_latent_dim"] == 2
+    assert all(abs(value - 2) < 0.3 for value in results["estimates"].values())
+    assert 1 <= results["learned_dimension"] <= 3 and len(results["spectrum"]) == 3
+    assert contains(results, "exact", results["true_theta"]) and contains(results, "auto", results["true_theta"])
