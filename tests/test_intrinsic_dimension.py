@@ -205,3 +205,14 @@ def test_classical_estimates_on_the_lhc_like_parton_tier():
     x = simulator.simulate(simulator.sample_prior(5000, seed=0), seed=1)
     for name, value in classical_dimensions(x).items():
         assert abs(value - simulator.manifold_dim) < 1.0, (name, value)
+
+
+def test_the_sbi_builder_estimates_n_on_sbis_training_data():
+    from mflow_sbi.inference import estimator_builder
+
+    theta, x = PolynomialSurface().simulate_joint(2000, seed=0)
+    small = {"layers": 2, "bins": 4, "hidden": 16, "blocks": 1}
+    density_estimator = estimator_builder("mflow", latent_dim="auto", outer=small, inner=small)(theta, x)
+    estimator = density_estimator.estimator
+    assert estimator.latent_dim == 2 and estimator.intrinsic_dimension["method"] == "twonn"
+    assert bool(estimator.standardization.fitted)

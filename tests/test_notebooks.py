@@ -70,3 +70,5 @@ def test_05_intrinsic_dimension(tmp_path, monkeypatch):
     assert all(abs(value - 2) < 0.3 for value in results["estimates"].values())
     assert 1 <= results["learned_dimension"] <= 3 and len(results["spectrum"]) == 3
     assert contains(results, "exact", results["true_theta"]) and contains(results, "auto", results["true_theta"])
+    auto, wrong = results["reconstruction"].values()
+    assert auto < wrong  # n = 1 cannot hold the surface
