@@ -1,6 +1,8 @@
 """The sbi plug-in: estimator contract, fast potential, simulators for simulate_for_sbi, and the
 real sbi workflow end to end on a small budget."""
 
+import copy
+
 import pytest
 import torch
 from sbi.diagnostics import run_sbc
@@ -13,6 +15,7 @@ from conftest import perturb
 from mflow_sbi.baselines import RatioEstimator
 from mflow_sbi.diagnostics import mmd_squared
 from mflow_sbi.inference import (
+    SBI_MCMC_DEFAULTS,
     FastLikelihoodPotential,
     ModelDensityEstimator,
     ObservedLikelihood,
@@ -134,7 +137,10 @@ def test_sbi_mcmc_on_the_fast_potential_matches_the_models_grid_posterior():
     model = small_mflow(scale=0.1)
     x_o = simulator.simulate(torch.full((10, 1), 0.3), seed=3).double()
     exact = grid_posterior(ObservedLikelihood(model, x_o), simulator.prior, resolution=801, dtype=torch.float64)
+    defaults = copy.deepcopy(SBI_MCMC_DEFAULTS)
     posterior = mcmc_posterior_for_sbi(model, simulator.prior, x_o, num_chains=10, warmup_steps=30)
+    posterior.init_strategy_parameters["num_return_samples"] = 10  # as sbi's sample_batched writes into it
+    assert SBI_MCMC_DEFAULTS == defaults  # ours stay as they were
     torch.manual_seed(0)
     samples = posterior.sample((1000,), show_progress_bars=False)
     reference = exact.sample(1000, torch.Generator().manual_seed(0))

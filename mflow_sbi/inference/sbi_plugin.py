@@ -14,6 +14,7 @@ MCMC step costs one pass of the inner flow per (θ, event) pair.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -190,7 +191,7 @@ def mcmc_posterior_for_sbi(
     num_chains, warmup_steps, thin, init_strategy, …) over `SBI_MCMC_DEFAULTS`. Use it with
     sbi's `sample`, `sample_batched`, `log_prob`, `map` and diagnostics (SBC, TARP, C2ST)."""
     potential = FastLikelihoodPotential(_as_estimator(estimator).eval(), prior, x_o)
-    parameters = {**SBI_MCMC_DEFAULTS, **mcmc_parameters}
+    parameters = {**copy.deepcopy(SBI_MCMC_DEFAULTS), **mcmc_parameters}  # sbi adds entries to the nested dicts
     with warnings.catch_warnings():  # a 1-D torch Uniform is cast to sbi's BoxUniform: intended
         warnings.filterwarnings("ignore", message="Casting 1D Uniform", category=UserWarning)
         proposal, _, _ = process_prior(prior)  # SIR needs log p(θ) per row: an event dimension
