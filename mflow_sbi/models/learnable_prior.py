@@ -5,6 +5,7 @@ trained with the spread KL divergence; rank(AAᵀ) is the data's intrinsic dimen
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor
 

@@ -71,9 +71,13 @@ class MFlow(ManifoldFlow):
         }  # fmt: skip
 
     def _record(self, intrinsic_dimension: dict[str, Any] | None) -> None:
-        self.intrinsic_dimension = None if intrinsic_dimension is None else dict(intrinsic_dimension)
         if intrinsic_dimension is not None:
-            self._config["intrinsic_dimension"] = self.intrinsic_dimension
+            self._config["intrinsic_dimension"] = dict(intrinsic_dimension)
+
+    @property
+    def intrinsic_dimension(self) -> dict[str, Any] | None:
+        """The record of the estimate behind `latent_dim="auto"` (None for a given n)."""
+        return self._config.get("intrinsic_dimension")
 
     def prepare(self, x: Tensor, theta: Tensor) -> dict[str, Any]:
         """With `latent_dim="auto"`: estimate n on the training x, rebuild with `latent_dim=n`

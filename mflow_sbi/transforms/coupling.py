@@ -57,6 +57,21 @@ class RQSElementwise(LazyTransform):
         return DependentTransform(MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound), 1)
 
 
+def coupling_mask(features: int, mask: BoolTensor | None) -> BoolTensor:
+    """The split of a coupling (True: the constant half x_a), alternating by default; both halves
+    must be non-empty."""
+    mask = torch.arange(features) % 2 == 1 if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+    if mask.shape != (features,) or mask.all() or not mask.any():
+        raise ValueError(f"mask must have {features} entries, with both values present")
+    return mask
+
+
+def check_context(features: int, c: Tensor | None) -> None:
+    """A coupling built for `features` context features (0: none) gets a context iff it needs one."""
+    if (c is None) != (features == 0):
+        raise ValueError(f"this coupling expects a context of {features} features, got {c!r:.40}")
+
+
 class RQSCoupling(LazyTransform):
     """y_a = x_a,  y_b = RQS(x_b; φ(x_a, c)) element-wise, with K bins on [-B, B] and identity
     tails outside; φ is a residual MLP of the constant half x_a and the context c (e.g. θ).
@@ -75,9 +90,7 @@ class RQSCoupling(LazyTransform):
         blocks: int = 2,
     ) -> None:
         super().__init__()
-        mask = torch.arange(features) % 2 == 1 if mask is None else torch.as_tensor(mask, dtype=torch.bool)
-        if mask.shape != (features,) or mask.all() or not mask.any():
-            raise ValueError(f"mask must have {features} entries, with both values present")
+        mask = coupling_mask(features, mask)
         self.register_buffer("mask", mask)
         self.bins, self.bound, self.context = bins, bound, context
         self.transformed = int((~mask).sum())
@@ -94,8 +107,7 @@ class RQSCoupling(LazyTransform):
 
     def forward(self, c: Tensor | None = None) -> Transform:
         """The transform for the context c (None without a context)."""
-        if (c is None) != (self.context == 0):
-            raise ValueError(f"this coupling expects a context of {self.context} features, got {c!r:.40}")
+        check_context(self.context, c)
         return CouplingTransform(partial(self._spline, c), self.mask)
 
 
@@ -106,9 +118,7 @@ class VolumePreservingCoupling(LazyTransform):
 
     def __init__(self, features: int, context: int = 0, mask: BoolTensor | None = None, hidden: int = 100, blocks: int = 2) -> None:
         super().__init__()
-        mask = torch.arange(features) % 2 == 1 if mask is None else torch.as_tensor(mask, dtype=torch.bool)
-        if mask.shape != (features,) or mask.all() or not mask.any():
-            raise ValueError(f"mask must have {features} entries, with both values present")
+        mask = coupling_mask(features, mask)
         self.register_buffer("mask", mask)
         self.context = context
         self.transformed = int((~mask).sum())
@@ -123,6 +133,5 @@ class VolumePreservingCoupling(LazyTransform):
 
     def forward(self, c: Tensor | None = None) -> Transform:
         """The transform for the context c (None without a context)."""
-        if (c is None) != (self.context == 0):
-            raise ValueError(f"this coupling expects a context of {self.context} features, got {c!r:.40}")
+        check_context(self.context, c)
         return CouplingTransform(partial(self._affine, c), self.mask)
