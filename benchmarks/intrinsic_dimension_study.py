@@ -5,8 +5,10 @@ and what a wrong n costs an M-flow's posterior on the polynomial surface.
 Part 1, per data set with a known n: `classical_dimensions` and `estimate_intrinsic_dimension`
 with `method="learnable_prior"` (its default training: 9000 steps at batch 100 on 5000 events;
 vector data with D ≤ 40 only). Part 2: sequential M-flows on the polynomial surface with
-`latent_dim="auto"` and with n = 1 and 2 (n = 3 = D is not an M-flow), posterior MMD² against
-the exact posterior for 20 events at five true θ.
+`latent_dim="auto"` and with n = 1 and 2, and an AF for n = 3 = D, posterior MMD² against the
+exact posterior for 20 events at five true θ. Part 3: the LHC-like chart's spectrum
+(`LHCLike.chart_spectrum`) beside the nearest-neighbour distance, which shows how many of its
+directions a nearest-neighbour estimate can see.
 
     python benchmarks/intrinsic_dimension_study.py --threads 1        # docs/intrinsic_dimension_study.{md,json}
     python benchmarks/intrinsic_dimension_study.py --smoke --output /tmp/id   # a minute: tiny budgets
@@ -27,8 +29,8 @@ import torch
 
 from mflow_sbi.diagnostics import mmd_squared
 from mflow_sbi.inference import grid_posterior
-from mflow_sbi.intrinsic_dimension import classical_dimensions, estimate_intrinsic_dimension
-from mflow_sbi.models import MFlow
+from mflow_sbi.intrinsic_dimension import CROSS_CHECK_POINTS, classical_dimensions, estimate_intrinsic_dimension
+from mflow_sbi.models import AmbientFlow, MFlow
 from mflow_sbi.training import TrainingConfig, train
 from simulators import ImageManifold, LHCLike, PolynomialSurface
 
@@ -45,16 +47,20 @@ READING = """## Reading
   (Appendix B.4), spreading in x instead of z, a 10× step for the prior's factor (see the user guide),
   and a larger flow (6 couplings of 100 units and 2 blocks: 0.12, 0.096, 0.054 on the polynomial
   surface after the same 9000 steps, 212 s).
-- **TwoNN, the default, rounds to the true n** on the polynomial surface, both image manifolds and the
-  synthetic manifolds, in seconds; the MLE agrees within 0.4. On the LHC-like parton tier both fall
-  short by ≈ 0.6 (rounded: 8 for n = 9), and on the hadron and detector tiers they measure ≈ 9 for
-  n = 14: five of those 14 directions are narrow hadron-level smearings that look like noise at the
-  nearest-neighbour scale. There a user should not trust `latent_dim="auto"`.
+- **TwoNN, the default, rounds to the true n** on the polynomial surface, both image manifolds, the
+  synthetic manifolds and the LHC-like parton tier (8.52 for n = 9 on 10⁴ rows; it was 8.43 on 5000,
+  which rounded to 8: hence `CROSS_CHECK_POINTS = 10 000`), in seconds; the MLE agrees within 0.6.
+  On the hadron and detector tiers they measure ≈ 9.2–9.6 for n = 14. The chart's spectrum says why:
+  ten of its 14 directions are at least half the nearest-neighbour distance of z-scored data wide,
+  and the other four are 0.13, 0.083, 4·10⁻⁴ and 6·10⁻⁵ against a distance of 2.4: at the
+  nearest-neighbour scale they look like noise, or like nothing. TwoNN rounds to 10, the number
+  of visible directions. There a user should not trust `latent_dim="auto"`.
 - **What a wrong n costs** (polynomial surface): n = 1 doubles the mean MMD² over θ (0.037 against 0.019)
   and costs most at θ = -0.9 (0.11 against 0.023); at the other θ its posterior is about as close
   as the true n's. Its reconstruction distance
   is far larger (notebook 05). `latent_dim="auto"` picked n = 2 in 0.2 s and is the model `latent_dim=2`
-  builds (identical rows).
+  builds (identical rows). Taking n = D, an ambient flow (the AF row, 61 s at the same budget), is
+  the costliest mistake: MMD² median 0.40, twenty times the true n's.
 """
 
 
@@ -118,10 +124,15 @@ def posterior_rows(simulations: int, epochs: int) -> list[dict]:
     simulator = PolynomialSurface()
     theta, x = simulator.simulate_joint(simulations, seed=0)
     rows = []
-    for latent_dim in ("auto", 1, 2):
+    for latent_dim in ("auto", 1, 2, 3):
         start = time.perf_counter()
-        model = MFlow(data_dim=3, theta_dim=1, latent_dim=latent_dim, seed=0)
-        history = train(model, x, theta, "sequential", TrainingConfig(epochs=epochs, patience=5, progress=False))
+        config = TrainingConfig(epochs=epochs, patience=5, progress=False)
+        if latent_dim == 3:  # n = D: the ambient flow
+            model = AmbientFlow(data_dim=3, theta_dim=1, seed=0)
+            history = train(model, x, theta, "likelihood", config)
+        else:
+            model = MFlow(data_dim=3, theta_dim=1, latent_dim=latent_dim, seed=0)
+            history = train(model, x, theta, "sequential", config)
         seconds = time.perf_counter() - start
         model.eval()
         mmds = []
@@ -133,12 +144,29 @@ def posterior_rows(simulations: int, epochs: int) -> list[dict]:
             mmds.append(mmd_squared(posterior.sample(2000, generator), simulator.exact_posterior(observed).sample(2000, generator)))
         estimate = history.attrs.get("intrinsic_dimension")
         row = {
-            "latent_dim": str(latent_dim), "n": model.latent_dim, "training_s": seconds,
+            "latent_dim": "3 (AF)" if latent_dim == 3 else str(latent_dim), "n": latent_dim if latent_dim == 3 else model.latent_dim, "training_s": seconds,
             "estimate_s": None if estimate is None else estimate["seconds"],
             "mmd_mean": sum(mmds) / len(mmds), "mmd_median": statistics.median(mmds), "mmd_per_theta": mmds,
         }  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
+    return rows
+
+
+def chart_rows(events: int) -> list[dict]:
+    """The chart's spectrum per tractable LHC-like tier and the median nearest-neighbour distance
+    of the same z-scored data (on at most 2000 rows)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    rows = []
+    for tier in ("parton", "hadron"):
+        simulator = LHCLike(tier=tier)
+        x = simulator.simulate(simulator.sample_prior(events, seed=0), seed=1).double()
+        scaled = ((x - x.mean(0)) / x.std(0).clamp_min(1e-12)).numpy()
+        distances, _ = NearestNeighbors(n_neighbors=2).fit(scaled).kneighbors(scaled[:2000])
+        rows.append({"tier": tier, "n": simulator.manifold_dim, "spectrum": simulator.chart_spectrum(x).tolist(),
+                     "nearest_neighbour_distance": float(statistics.median(distances[:, 1]))})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -151,7 +179,7 @@ def markdown(results: dict, command: str) -> str:
         "# Intrinsic dimension: estimates per simulator, and what a wrong n costs",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {results['machine']}; one run. Nearest-neighbour estimates on at most 5000 z-scored rows of "
+        f"Machine: {results['machine']}; one run. Nearest-neighbour estimates on at most {CROSS_CHECK_POINTS} z-scored rows of "
         f"{results['events']} events; the learnable-prior flow (paper 002) with its default training "
         "(`ESTIMATION_TRAINING`: 9000 steps at batch 100 on 5000 events), on vector data with D ≤ 40.",
         "",
@@ -179,7 +207,23 @@ def markdown(results: dict, command: str) -> str:
         per_theta = ", ".join(f"{v:.3f}" for v in row["mmd_per_theta"])
         estimate = "" if row["estimate_s"] is None else f" ({row['estimate_s']:.1f})"
         lines.append(f"| {row['latent_dim']} | {row['n']} | {row['mmd_median']:.4f} | {row['mmd_mean']:.4f} | {per_theta} | {row['training_s']:.0f}{estimate} |")
-    lines += ["", "n = 3 = D is not an M-flow (an estimate of D raises and points to an AF).", "", READING]
+    lines += [
+        "",
+        "n = 3 = D is not an M-flow (an estimate of D raises and points to an AF): its row is the AF.",
+        "",
+        f"## How wide the LHC-like manifold is along each direction ({results['events']} events)",
+        "",
+        "Median singular values of the chart ∂x̃/∂w̃ in z-scored units (`LHCLike.chart_spectrum`, 200 events), "
+        "beside the median nearest-neighbour distance of the same z-scored data.",
+        "",
+        "| tier | n | chart singular values, largest first | directions wider than a tenth of the NN distance | median NN distance |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["chart"]:
+        wide = sum(v > 0.1 * row["nearest_neighbour_distance"] for v in row["spectrum"])
+        values = ", ".join(f"{v:.2g}" for v in row["spectrum"])
+        lines.append(f"| {row['tier']} | {row['n']} | {values} | {wide} | {row['nearest_neighbour_distance']:.2f} |")
+    lines += ["", READING]
     return "\n".join(lines)
 
 
@@ -201,6 +245,7 @@ def main() -> None:
         "events": events, "simulations": simulations, "epochs": epochs,
         "estimates": estimate_rows(events, flow_training, learned_up_to=3 if args.smoke else 40),
         "posteriors": posterior_rows(simulations, epochs),
+        "chart": chart_rows(events),
     }  # fmt: skip
     command = "python benchmarks/intrinsic_dimension_study.py " + " ".join(sys.argv[1:])
     args.output.mkdir(parents=True, exist_ok=True)

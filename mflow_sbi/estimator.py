@@ -79,11 +79,12 @@ class Estimator(nn.Module, ABC):
         return theta.to(device=self.device, dtype=self.dtype)
 
     # ---- training ---------------------------------------------------------------------------------
-    def prepare(self, x: Tensor, theta: Tensor) -> dict[str, Any]:
+    def prepare(self, x: Tensor, theta: Tensor, records: dict[str, Any] | None = None) -> dict[str, Any]:
         """Settle what the estimator learns from its training data (raw units, before the
         standardization is fitted and the first step); the trainer calls it and records what it
-        returns in the history's `attrs`. Default: nothing (an M-flow with `latent_dim="auto"`
-        estimates its manifold dimension here)."""
+        returns in the history's `attrs`. `records`: what an earlier call returned (a resumed
+        run), to settle from instead of learning again. Default: nothing (an M-flow with
+        `latent_dim="auto"` estimates its manifold dimension here)."""
         return {}
 
     def fit_standardization(self, x: Tensor, theta: Tensor) -> None:
@@ -96,6 +97,8 @@ class Estimator(nn.Module, ABC):
         schedule reads (e.g. ALICES's joint ratio and score)."""
         x = self.check_x(x)
         data = {"x": x, "theta": self.check_theta(theta, x)} | {k: v.to(device=self.device, dtype=self.dtype) for k, v in augmented.items()}
+        if not len(x):
+            return x.new_zeros(0)
         (phases,) = schedule(self.loss_schedule)
         return sum(phase_loss(phase, self, data) for phase in phases)
 
@@ -175,6 +178,8 @@ class ObservedLikelihood:
         pairs in chunks of at most `chunk_size` pairs. Differentiable in θ when θ requires grad."""
         device = theta.device
         theta = self._check_theta(theta)
+        if not len(theta):
+            return theta.new_zeros(0, self.events).to(device)
         events, ones = self.events, (1,) * (self.features.ndim - 1)
         rows = [
             self._paired(block.repeat_interleave(events, dim=0), self.features.repeat(len(block), *ones)).view(len(block), events)

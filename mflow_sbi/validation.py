@@ -52,6 +52,8 @@ def check_same_batch(**tensors: Tensor) -> int:
 
 def in_support(value: Tensor, distribution: torch.distributions.Distribution) -> Tensor:
     """One flag per row of `value` (batch, p): whether it lies in the support of `distribution`."""
+    if not len(value):  # torch's constraints cannot reshape an empty batch
+        return torch.ones(0, dtype=torch.bool, device=value.device)
     inside = distribution.support.check(value)
     while inside.ndim > 1:  # element-wise supports (Uniform) give one flag per coordinate
         inside = inside.all(dim=-1)

@@ -195,16 +195,18 @@ def test_the_default_estimate_on_the_image_manifold(manifold_dim):
     assert estimate_intrinsic_dimension(x).dimension == manifold_dim
 
 
-#: LHC-like parton tier (n = 9, 5000 events): TwoNN and MLE within 1 of n (measured 8.4, 8.3: the
-#: rounded default gives 8). Hadron and detector tiers (n = 14) are not covered: both measure
-#: ≈ 9.0-9.6, the five hadron-level directions being narrow smearings (docs/intrinsic_dimension_study.md).
-def test_classical_estimates_on_the_lhc_like_parton_tier():
+#: LHC-like parton tier (n = 9, 10⁴ events): the rounded default gives n (TwoNN measured 8.62;
+#: 8.43 on 5000 events, which rounded to 8), the MLE within 1 (8.43). Hadron and detector tiers
+#: (n = 14) are not covered: both measure ≈ 9.0-9.6, four hadron-level chart directions being far
+#: narrower than the nearest-neighbour distance (test_lhc_like.py, docs/intrinsic_dimension_study.md).
+def test_the_default_estimate_on_the_lhc_like_parton_tier():
     from simulators import LHCLike
 
     simulator = LHCLike(tier="parton")
-    x = simulator.simulate(simulator.sample_prior(5000, seed=0), seed=1)
-    for name, value in classical_dimensions(x).items():
-        assert abs(value - simulator.manifold_dim) < 1.0, (name, value)
+    x = simulator.simulate(simulator.sample_prior(10_000, seed=0), seed=1)
+    estimate = estimate_intrinsic_dimension(x)
+    assert estimate.dimension == simulator.manifold_dim, estimate.estimates
+    assert abs(estimate.estimates["mle"] - simulator.manifold_dim) < 1.0, estimate.estimates
 
 
 def test_the_sbi_builder_estimates_n_on_sbis_training_data():

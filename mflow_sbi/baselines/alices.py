@@ -167,12 +167,13 @@ def train_ratio_estimator(
     hard_labels: bool = False,
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Train with ALICES (`config.score_weight` = α; None: ALICE), or CARL with `hard_labels`;
-    the shared trainer's validation split, early stopping and checkpoints apply."""
+    the shared trainer's validation split, early stopping, checkpoints and `resume` apply."""
     estimator.check_x(data.x)
     check_matrix("theta", data.theta, estimator.theta_dim)
     if not torch.isfinite(data.joint_log_ratio).all() and not hard_labels:
         raise ValueError("joint_log_ratio has non-finite entries")
     stages = schedule("ratio", score_weight=config.score_weight, hard_labels=hard_labels)
-    return fit(estimator, data.as_dict(), stages, config, device, checkpoint)
+    return fit(estimator, data.as_dict(), stages, config, device, checkpoint, resume)

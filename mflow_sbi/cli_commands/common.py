@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import yaml
 
+from mflow_sbi.files import looks_like_pickle
 from mflow_sbi.simulator import Simulator, build_simulator, simulator_names
 
 DATA_EXTENSIONS = (".npz", ".npy")
@@ -81,18 +82,37 @@ def existing_file(path: Path, what: str, extensions: tuple[str, ...]) -> Path:
     return path
 
 
+def file_stem(name: str, option: str) -> str:
+    """`name` if it is a plain file name stem, so that OUTPUT/NAME.ext stays inside OUTPUT."""
+    if not name or name in (".", "..") or name != Path(name).name or "\\" in name or name.startswith("."):
+        raise UsageError(f"{option} must be a plain file name (no folders, no leading dot), got {name!r}")
+    return name
+
+
 def read_arrays(path: Path, what: str = "data file") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays of an .npz file (a .npy file is read as {"x": array}) and its JSON metadata
-    (empty if it has none)."""
+    (empty if it has none); a `UsageError` naming the file if it is damaged, not an array file,
+    or holds Python objects (refused: unpickling can run code)."""
     existing_file(path, what, DATA_EXTENSIONS)
+    kind = "an .npy array" if path.suffix.lower() == ".npy" else "an .npz archive of arrays"
     try:
         if path.suffix.lower() == ".npy":
-            return {"x": np.load(path, allow_pickle=False)}, {}
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {what} {path}: {error}") from None
-    metadata = json.loads(str(arrays.pop("metadata"))) if "metadata" in arrays else {}
+            arrays = {"x": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+    except ValueError as error:
+        if "Object arrays" in str(error) or looks_like_pickle(path):
+            raise UsageError(f"{what} {path} is not {kind}: it holds Python objects, which are refused (loading them could run arbitrary code)") from None
+        raise UsageError(f"{what} {path} is not {kind}: it is truncated or of another format") from None
+    except Exception:  # numpy and zipfile raise OSError, BadZipFile, EOFError, ... on bytes they cannot read
+        raise UsageError(f"{what} {path} is not {kind}: it is truncated or of another format") from None
+    try:
+        metadata = json.loads(str(arrays.pop("metadata"))) if "metadata" in arrays else {}
+    except json.JSONDecodeError:
+        raise UsageError(f"{what} {path} is damaged: its metadata is not JSON") from None
+    if not isinstance(metadata, dict):
+        raise UsageError(f"{what} {path} is damaged: its metadata is not a JSON object")
     return arrays, metadata
 
 

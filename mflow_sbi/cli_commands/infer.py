@@ -20,6 +20,7 @@ from mflow_sbi.cli_commands.common import (
     true_theta_of,
 )  # fmt: skip
 from mflow_sbi.diagnostics import plot_posteriors
+from mflow_sbi.files import write_npz_atomically
 from mflow_sbi.inference import grid_posterior, mcmc_posterior, prior_bounds
 from mflow_sbi.training import load_model
 
@@ -63,6 +64,13 @@ def run(args: argparse.Namespace) -> list[Path]:
     observed = matrix(require(arrays, "x", args.observed), "x", args.observed)
     if tuple(observed.shape[1:]) != model.event_shape:
         raise UsageError(f"shape mismatch: {args.observed} has events of dimension {observed.shape[1]}, the model expects {model.event_shape}")
+    bounds = None
+    if args.grid:  # every option is checked before anything is computed or written
+        if simulator.theta_dim > 2:
+            raise UsageError(f"--grid needs θ of dimension ≤ 2, this simulator's has {simulator.theta_dim}")
+        if args.resolution < 2:
+            raise UsageError(f"--resolution must be ≥ 2, got {args.resolution}")
+        bounds = _grid_bounds(args, simulator.prior, simulator.theta_dim)
     log_likelihood = model.likelihood(observed)  # raw units: the model standardizes inside
 
     result = mcmc_posterior(
@@ -74,19 +82,16 @@ def run(args: argparse.Namespace) -> list[Path]:
     if true_theta is not None:
         attributes["true_theta"] = json.dumps(true_theta)
     result.inference_data.posterior.attrs.update(attributes)  # read back by `mflow-sbi evaluate`
+    posteriors = {"MCMC": result}
+    if bounds is not None:
+        posteriors["grid"] = grid_posterior(log_likelihood, simulator.prior, args.resolution, bounds)
     args.output.mkdir(parents=True, exist_ok=True)
     written = [args.output / POSTERIOR, args.output / SUMMARY]
     result.inference_data.to_netcdf(str(written[0]))
     result.summary().to_csv(written[1])
-    posteriors = {"MCMC": result}
-    if args.grid:
-        if simulator.theta_dim > 2:
-            raise UsageError(f"--grid needs θ of dimension ≤ 2, this simulator's has {simulator.theta_dim}")
-        bounds = _grid_bounds(args, simulator.prior, simulator.theta_dim)
-        grid = grid_posterior(log_likelihood, simulator.prior, args.resolution, bounds)
-        np.savez(args.output / GRID, theta=grid.grid.numpy(), log_density=grid.log_density.numpy())
-        written.append(args.output / GRID)
-        posteriors["grid"] = grid
+    if bounds is not None:
+        grid = posteriors["grid"]
+        written.append(write_npz_atomically(args.output / GRID, {"theta": grid.grid.numpy(), "log_density": grid.log_density.numpy()}))
     if simulator.theta_dim <= 2:
         written.append(plot_posteriors(args.output / PLOT, posteriors, true_theta=true_theta, title=f"{args.observed.name}: {len(observed)} events"))
     else:

@@ -12,6 +12,7 @@ from mflow_sbi.files import write_npz_atomically
 from mflow_sbi.cli_commands.common import (
     UsageError,
     add_simulator_options,
+    file_stem,
     make_simulator,
     parse_theta,
     simulator_help,
@@ -45,6 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> list[Path]:
     if args.n < 1:
         raise UsageError(f"--n must be ≥ 1, got {args.n}")
+    file_stem(args.name, "--name")
     simulator, spec = make_simulator(args.simulator, simulator_options(args))
     theta = parse_theta(args.theta, simulator, "--theta")
     arrays = simulator.simulate_arrays(args.n, args.seed, theta)

@@ -13,6 +13,7 @@ import yaml
 
 from mflow_sbi.baselines import RatioEstimator, RatioTrainingData, train_ratio_estimator
 from mflow_sbi.cli_commands.common import UsageError, existing_file, matrix, read_arrays, require
+from mflow_sbi.files import write_atomically
 from mflow_sbi.registry import ESTIMATORS, build_estimator, estimator_arguments
 from mflow_sbi.training import TrainingConfig, save_model, train
 from mflow_sbi.transforms import FlowConfig
@@ -22,7 +23,7 @@ CONFIG_KEYS = ("data", "model", "schedule", "training")
 FROM_DATA = ("data_dim", "theta_dim")  # model arguments read from the data set
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.name != "progress")  # --quiet sets it
 ALICES_HINT = "; ALICES needs events at θ_ref: simulate them with `mflow-sbi simulate lhc_like --alices-reference`"
-CHECKPOINT, HISTORY = "model.pt", "history.csv"
+CHECKPOINT, HISTORY, TRAINING_STATE = "model.pt", "history.csv", "training.pt"
 
 
 def model_names() -> tuple[str, ...]:
@@ -35,6 +36,9 @@ DESCRIPTION = f"""Train a model from a config file (YAML or TOML) on a data set 
 model standardizes x and θ itself (fitted on the training data, saved in the checkpoint; set
 `standardize: false` in the model section to opt out). Writes OUTPUT/{CHECKPOINT} (with the
 config, data path and simulator in its metadata) and OUTPUT/{HISTORY} (one row per epoch).
+While it trains, OUTPUT/{TRAINING_STATE} holds the model and trainer state after every epoch;
+`--resume` continues a killed run from it (ending with the parameters of an uninterrupted run),
+and it is removed when training ends.
 
 config keys (docs/cli.md has the reference and examples/configs/ examples):
   data         path of the .npz data set, relative to the config file (--data overrides it)
@@ -55,6 +59,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, help="data set (.npz); overrides the config's `data`")
     parser.add_argument("--output", type=Path, required=True, help="folder for checkpoint and history")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", action="store_true", help=f"continue the killed run in OUTPUT (from OUTPUT/{TRAINING_STATE})")
     parser.set_defaults(run=run)
 
 
@@ -130,6 +135,11 @@ def _is_number(value: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
+    state = args.output / TRAINING_STATE
+    if state.exists() and not args.resume:
+        raise UsageError(f"{state} holds an interrupted run: pass --resume to continue it, or choose another --output")
+    if args.resume and not state.exists() and (args.output / CHECKPOINT).exists():
+        raise UsageError(f"the run in {args.output} has finished ({CHECKPOINT} written, no {TRAINING_STATE}): nothing to resume")
     config = load_config(args.config)
     if args.data is None and "data" not in config:
         raise UsageError(f"{args.config} has no `data` key; add one or pass --data")
@@ -149,19 +159,22 @@ def run(args: argparse.Namespace) -> list[Path]:
         if "theta_ref" in arrays:
             model_settings.setdefault("theta_ref", arrays["theta_ref"].reshape(-1).tolist())
         model = build_estimator(model_settings)
-        history = train_ratio_estimator(model, _ratio_data(arrays, data_path), training)
+        history = train_ratio_estimator(model, _ratio_data(arrays, data_path), training, checkpoint=state, resume=args.resume)
     else:
         model = build_estimator(model_settings)
         score = None
         if training.score_weight is not None:
             hint = "; SCANDAL (training.score_weight) needs the simulator's joint score, e.g. from lhc_like"
             score = matrix(require(arrays, "joint_score", data_path, hint), "joint_score", data_path)
-        history = train(model, x, theta, config.get("schedule"), training, score=score)
+        history = train(model, x, theta, config.get("schedule"), training, checkpoint=state, score=score, resume=args.resume)
 
     record = {"config": config, "data": str(data_path.resolve()), "simulator_spec": metadata.get("simulator_spec")}
-    written = [save_model(args.output / CHECKPOINT, model, record)]
-    history.to_csv(args.output / HISTORY, index=False)
-    return [*written, args.output / HISTORY]
+    written = [
+        save_model(args.output / CHECKPOINT, model, record),
+        write_atomically(args.output / HISTORY, lambda stream: stream.write(history.to_csv(index=False).encode())),
+    ]
+    state.unlink()
+    return written
 
 
 def _ratio_data(arrays: dict[str, np.ndarray], path: Path) -> RatioTrainingData:

@@ -87,7 +87,8 @@ def mcmc_posterior(
     (Foreman-Mackey et al. 2013), one vectorized likelihood call per half-ensemble update.
 
     Walkers start at prior draws; proposals outside the prior support get log density -inf and
-    are never passed to the likelihood. After `burn_in` steps, ⌈num_samples / walkers⌉ · `thin`
+    are never passed to the likelihood. A `ValueError` if the likelihood is -inf at every start,
+    if a walker keeps a draw where it is -inf after burn-in, or if it returns NaN or +inf. After `burn_in` steps, ⌈num_samples / walkers⌉ · `thin`
     further steps run and every `thin`-th is kept; `samples` are the first `num_samples` kept
     draws in step order, `inference_data` keeps every walker's draws. `moves` are emcee moves;
     the default KDE move proposes from a Gaussian KDE of the complementary half-ensemble (after
@@ -121,16 +122,28 @@ def mcmc_posterior(
         if inside.any():
             with torch.inference_mode():
                 values[inside] += log_likelihood(theta[inside]).double().reshape(-1)
-        if torch.isnan(values).any():
-            raise FloatingPointError("the log-likelihood returned NaN inside the prior support")
+        if torch.isnan(values).any() or (values == math.inf).any():
+            bad = theta[torch.isnan(values) | (values == math.inf)][0].tolist()
+            raise ValueError(f"log_likelihood returned NaN or +inf inside the prior support (at θ = {bad})")
         return values.numpy()
 
+    if not np.isfinite(log_posterior(start.double().numpy())).any():
+        raise ValueError(
+            f"log_likelihood is -inf at all {walkers} starting points drawn from the prior: the observed events are "
+            "impossible under the model everywhere it was evaluated (check that they match the model's data)"
+        )
     sampler = emcee.EnsembleSampler(walkers, dimension, log_posterior, vectorize=True, moves=emcee.moves.KDEMove() if moves is None else moves)
     sampler.random_state = np.random.RandomState(seed).get_state()
     with threadpool_limits(limits=1, user_api="blas"):  # the moves' tiny BLAS calls only lose from threading
         sampler.run_mcmc(start.double().numpy(), burn_in + draws * thin, progress=progress)
     chain = sampler.get_chain(discard=burn_in, thin=thin)  # (draws, walkers, p)
     log_prob = sampler.get_log_prob(discard=burn_in, thin=thin)
+    stuck = ~np.isfinite(log_prob).all(0)  # walkers that kept a draw of zero posterior density
+    if stuck.any():
+        raise ValueError(
+            f"{int(stuck.sum())} of {walkers} walkers were still where log_likelihood is -inf after burn_in = {burn_in} "
+            "steps (their draws would have zero posterior density): raise burn_in"
+        )
     positions = np.concatenate([start.double().numpy()[None], sampler.get_chain()])
     moved = (positions[1:] != positions[:-1]).any(-1)  # (steps, walkers): the step's proposal was accepted
     accepted = moved[burn_in + thin - 1 :: thin]  # the step that produced each kept draw

@@ -60,6 +60,8 @@ class ManifoldFlow(Estimator):
             raise ValueError("compose a chart (optionally with an encoder) or an encoder with a decoder")
         self.latent_dim, self.epsilon, self.jacobian_chunk_size = latent_dim, epsilon, jacobian_chunk_size
         self.density, self.chart, self.encoder, self.decoder = density, chart, encoder, decoder
+        if density.flow is None and not self.manifold_depends_on_theta:
+            raise ValueError("inner flow setting layers = 0 leaves p(x|θ) independent of θ (nothing else sees θ): use layers ≥ 1")
 
     @property
     def manifold_depends_on_theta(self) -> bool:
@@ -115,18 +117,25 @@ class ManifoldFlow(Estimator):
     def encode(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """Manifold coordinates u of x -> (batch, latent_dim); θ only where the manifold needs it."""
         x = self.check_x(x)
-        return self._encode(*self._standardized(x, self._manifold_theta(theta, x)))
+        theta = self._manifold_theta(theta, x)
+        if not len(x):
+            return x.new_zeros(0, self.latent_dim)
+        return self._encode(*self._standardized(x, theta))
 
     def decode(self, u: Tensor, theta: Tensor | None = None) -> Tensor:
         """The point g(u) on the model manifold, in raw units -> (batch, *event_shape)."""
         u = check_matrix("u", u, self.latent_dim).to(device=self.device, dtype=self.dtype)
         theta = self._manifold_theta(theta, u)
+        if not len(u):
+            return u.new_zeros(0, *self.event_shape)
         return self.standardization.x_inverse(self._decode(u, None if theta is None else self.standardization.theta(theta)))
 
     def project(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """x projected onto the model manifold, g(encode(x)), in raw units."""
         x = self.check_x(x)
         x_s, theta_s = self._standardized(x, self._manifold_theta(theta, x))
+        if not len(x):
+            return x
         return self.standardization.x_inverse(self._decode(self._encode(x_s, theta_s), theta_s))
 
     def squared_reconstruction_error(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
@@ -144,11 +153,18 @@ class ManifoldFlow(Estimator):
     def log_prob(self, x: Tensor, theta: Tensor, *, exact: bool = True) -> Tensor:
         """log p(x|θ) in raw units, rows paired -> (batch,); `exact=False`: the fast part."""
         x = self.check_x(x)
-        return self._log_prob(*self._standardized(x, self.check_theta(theta, x)), exact)
+        theta = self.check_theta(theta, x)
+        if exact and self.density_kind == "latent":
+            raise ValueError(f"{self.name} has no tractable density; use exact=False for its latent density")
+        if not len(x):
+            return x.new_zeros(0)
+        return self._log_prob(*self._standardized(x, theta), exact)
 
     def sample(self, theta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """ũ ~ base, u = h(ũ|θ), x = g(u) (v = 0 for PIE) in raw units -> (batch, *event_shape)."""
         theta_s = self.standardization.theta(self.check_theta(theta))
+        if not len(theta_s):
+            return theta_s.new_zeros(0, *self.event_shape)
         return self.standardization.x_inverse(self._decode(self.density.sample(theta_s, generator), theta_s))
 
     # ---- training: per-sample losses on raw data, computed in standardized units ----------------

@@ -79,24 +79,26 @@ class MFlow(ManifoldFlow):
         """The record of the estimate behind `latent_dim="auto"` (None for a given n)."""
         return self._config.get("intrinsic_dimension")
 
-    def prepare(self, x: Tensor, theta: Tensor) -> dict[str, Any]:
-        """With `latent_dim="auto"`: estimate n on the training x, rebuild with `latent_dim=n`
-        (same seed, dtype and device) and return {"intrinsic_dimension": the estimate's record};
-        otherwise nothing."""
+    def prepare(self, x: Tensor, theta: Tensor, records: dict[str, Any] | None = None) -> dict[str, Any]:
+        """With `latent_dim="auto"`: estimate n on the training x (or take it from `records` of
+        a resumed run), rebuild with `latent_dim=n` (same seed, dtype and device) and return
+        {"intrinsic_dimension": the estimate's record}; otherwise nothing."""
         if self._config["latent_dim"] != "auto":
             return {}
         from mflow_sbi.intrinsic_dimension import estimate_intrinsic_dimension  # it imports the models
 
-        estimate = estimate_intrinsic_dimension(self.check_x(x).float(), seed=self._config["seed"])
-        record = estimate.as_dict()
-        if estimate.dimension >= self.data_dim:
+        if records is not None and "intrinsic_dimension" in records:
+            record = records["intrinsic_dimension"]
+        else:
+            record = estimate_intrinsic_dimension(self.check_x(x).float(), seed=self._config["seed"]).as_dict()
+        if record["dimension"] >= self.data_dim:
             raise ValueError(
-                f"the estimated intrinsic dimension is {estimate.dimension}: the data fill R^{self.data_dim} "
+                f"the estimated intrinsic dimension is {record['dimension']}: the data fill R^{self.data_dim} "
                 f"(estimates {record['estimates']}); train an AmbientFlow, or pass latent_dim"
             )
         dtype, device = self.dtype, self.device
         arguments = {k: v for k, v in self._config.items() if k != "intrinsic_dimension"}
-        self.__init__(**{**arguments, "latent_dim": estimate.dimension, "intrinsic_dimension": record})
+        self.__init__(**{**arguments, "latent_dim": record["dimension"], "intrinsic_dimension": record})
         self.to(device=device, dtype=dtype)
         return {"intrinsic_dimension": record}
 

@@ -83,6 +83,8 @@ def compose_manifold(
     """The parts of a chart-based flow (the chart conditioned on θ if `conditional_chart`),
     initialized from `seed`, and their configs; `strict`: n < D."""
     outer_config, inner_config = chart_config(event_shape, outer), flow_config(inner)
+    if isinstance(outer_config, FlowConfig) and outer_config.layers < 1:
+        raise ValueError("outer flow setting layers = 0 leaves the chart the identity, with nothing to learn: use layers ≥ 1")
     latent_dim = check_latent_dim(latent_dim, event_shape, outer_config, strict)
     theta_dim = check_positive_int("theta_dim", theta_dim)
     with seeded(seed):

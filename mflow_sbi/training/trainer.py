@@ -1,8 +1,12 @@
-"""The trainer: mini-batch optimization of a model's schedule with early stopping."""
+"""The trainer: mini-batch optimization of a model's schedule with early stopping, and
+checkpoints from which a killed run resumes bit-identically (on the CPU)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mflow_sbi.training.checkpoints import save_model
+from mflow_sbi.training.checkpoints import CheckpointError, read_checkpoint, restore_weights, save_model
 from mflow_sbi.training.losses import Phase, phase_loss, schedule
 from mflow_sbi.validation import check_matrix, check_same_batch
 
@@ -60,19 +64,34 @@ class TrainingConfig:
         return self.learning_rate * math.sqrt(batch_size / self.batch_size)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
-        if self.density_batch_size is not None and self.density_batch_size < 1:
-            raise ValueError(f"density_batch_size must be ≥ 1 or None, got {self.density_batch_size}")
-        if not ((self.learning_rate is None or self.learning_rate > 0) and self.clip_norm > 0 and self.weight_decay >= 0):
-            raise ValueError("learning_rate and clip_norm must be positive, weight_decay non-negative")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction}")
-        if self.score_weight is not None and not self.score_weight > 0:
-            raise ValueError(f"score_weight must be positive or None, got {self.score_weight}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be ≥ 1 or None, got {self.patience}")
-
+        """Raise a `ValueError` (a `TypeError` for a wrong type) naming the first bad field."""
+        for name in ("epochs", "batch_size", "density_batch_size", "patience", "seed"):
+            value = getattr(self, name)
+            optional = name in ("density_batch_size", "patience")
+            if not (isinstance(value, int) and not isinstance(value, bool)) and not (optional and value is None):
+                raise TypeError(f"TrainingConfig.{name} must be an integer{' or None' if optional else ''}, got {value!r}")
+        for name in ("learning_rate", "weight_decay", "clip_norm", "validation_fraction", "reconstruction_weight", "score_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)) and not (name in ("learning_rate", "score_weight") and value is None):
+                raise TypeError(f"TrainingConfig.{name} must be a number, got {value!r}")
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"TrainingConfig.progress must be True or False, got {self.progress!r}")
+        positive = lambda v: v is None or (math.isfinite(v) and v > 0)  # noqa: E731
+        checks = {
+            "epochs": (self.epochs >= 1, "≥ 1"), "batch_size": (self.batch_size >= 1, "≥ 1"),
+            "density_batch_size": (self.density_batch_size is None or self.density_batch_size >= 1, "≥ 1 or None"),
+            "learning_rate": (positive(self.learning_rate), "positive and finite, or None"),
+            "weight_decay": (math.isfinite(self.weight_decay) and self.weight_decay >= 0, "non-negative and finite"),
+            "clip_norm": (positive(self.clip_norm), "positive and finite"),
+            "validation_fraction": (0 < self.validation_fraction < 1, "in (0, 1)"),
+            "patience": (self.patience is None or self.patience >= 1, "≥ 1 or None"),
+            "reconstruction_weight": (positive(self.reconstruction_weight), "positive and finite"),
+            "score_weight": (positive(self.score_weight), "positive and finite, or None"),
+            "seed": (self.seed >= 0, "≥ 0"),
+        }  # fmt: skip
+        for name, (ok, requirement) in checks.items():
+            if not ok:
+                raise ValueError(f"TrainingConfig.{name} must be {requirement}, got {getattr(self, name)!r}")
 
 def train(
     model: Estimator,
@@ -83,6 +102,7 @@ def train(
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
     score: Tensor | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Train `model` on pairs (x_i, θ_i) in raw units with a schedule of `model.schedules`
     (default: the first) and return the history, one row per epoch. The model's standardization
@@ -93,8 +113,10 @@ def train(
     NLL + α · ‖∇_θ log p̂(x|θ) - t‖².
 
     Each stage ends with the parameters of its best validation epoch restored. With
-    `checkpoint`, the model is saved after every epoch (atomic write), so a crash loses at
-    most one epoch.
+    `checkpoint`, the model and the trainer's state are saved after every epoch (atomic write);
+    `resume=True` continues from that file a run that was killed, with the same model, data,
+    schedule and config, and ends with the parameters of an uninterrupted run (bit-identical on
+    the CPU); if the file does not exist yet (killed before its first epoch), it starts afresh.
     """
     x = model.check_x(x)
     theta = model.check_theta(theta, x)
@@ -109,7 +131,7 @@ def train(
         check_same_batch(x=x, score=score)
         data["score"] = score
     stages = schedule(schedule_name, config.reconstruction_weight, config.score_weight)
-    return fit(model, data, stages, config, device, checkpoint)
+    return fit(model, data, stages, config, device, checkpoint, resume)
 
 
 def fit(
@@ -119,41 +141,126 @@ def fit(
     config: TrainingConfig,
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Mini-batch optimization of `stages` (see `schedule`) on the named tensors in `data`
     (rows paired, raw units), with a validation split, early stopping and per-epoch
-    checkpoints; the engine under `train` and the ratio estimators' trainers. When training
-    starts, `model.prepare` sees the training split (its records go to the history's `attrs`)
-    and the model's standardization is fitted to it."""
+    checkpoints (model and trainer state; `resume=True` continues from them); the engine under
+    `train` and the ratio estimators' trainers. When training starts, `model.prepare` sees the
+    training split (its records go to the history's `attrs`) and the model's standardization is
+    fitted to it."""
     n = check_same_batch(**data)
     missing = sorted({f for phases in stages for p in phases for f in p.reads} - set(data))
     if missing:
         raise ValueError(f"the schedule reads fields {missing} that the training data lack (it has {sorted(data)})")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True continues from a checkpoint: pass `checkpoint`, the file of the killed run")
+    run = _Run(checkpoint, _fingerprint(data, stages, config))
+    saved = run.read(model) if resume and run.checkpoint.exists() else None  # killed before its first epoch: start
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(n, generator=generator)
     n_validation = max(1, int(round(config.validation_fraction * n)))
     validation, training = order[:n_validation], order[n_validation:]
     if len(training) == 0:
         raise ValueError("not enough samples to split off a validation set")
-    records = model.prepare(data["x"][training], data["theta"][training])
+    run.records = model.prepare(data["x"][training], data["theta"][training], None if saved is None else saved["records"])
     model.to(device)
+    if saved is not None:
+        run.restore(model, saved, generator)
     cast = {k: v.to(device=device, dtype=model.dtype if v.is_floating_point() else v.dtype) for k, v in data.items()}
     training_data = {k: v[training] for k, v in cast.items()}
     validation_data = {k: v[validation] for k, v in cast.items()}
     model.fit_standardization(training_data["x"], training_data["theta"])
 
-    rows: list[dict] = []
     device = torch.device(device)
     # Losses that draw noise (the learnable-prior flow's spread divergence) use torch's default
     # generator, seeded here from `config.seed` inside a fork: reproducible, and the caller's
-    # random state is restored afterwards.
+    # random state is restored afterwards (a resumed run sets it to the saved state).
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [], device_type=device.type):
         torch.manual_seed(config.seed)
+        if saved is not None:
+            _set_rng_state(saved["rng"], device)
         for stage_index, phases in enumerate(stages):
-            rows += _train_stage(model, phases, training_data, validation_data, config, generator, stage_index, checkpoint)
-    history = pd.DataFrame(rows)
-    history.attrs.update(records)
+            resumed = saved if saved is not None and stage_index == saved["stage"] else None
+            if saved is not None and (stage_index < saved["stage"] or (resumed is not None and saved["stage_done"])):
+                continue  # finished before the run was killed
+            _train_stage(model, phases, training_data, validation_data, config, generator, stage_index, run, resumed)
+    history = pd.DataFrame(run.rows)
+    history.attrs.update(run.records)
     return history
+
+
+def _fingerprint(data: dict[str, Tensor], stages: list[tuple[Phase, ...]], config: TrainingConfig) -> dict[str, str]:
+    """What a resumed run must share with the killed one: the data (shapes, dtypes and a hash of
+    the values), the schedule and the training config (progress bars aside)."""
+    digests = {}
+    for key, value in sorted(data.items()):
+        values = value.detach().cpu().contiguous()
+        digests[key] = f"{tuple(values.shape)} {values.dtype} {hashlib.blake2b(values.view(torch.uint8).numpy(), digest_size=16).hexdigest()}"
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
+    return {
+        "data": json.dumps(digests, sort_keys=True),
+        "schedule": json.dumps([[dataclasses.asdict(p) for p in phases] for phases in stages], sort_keys=True, default=str),
+        "training config": json.dumps(settings, sort_keys=True),
+    }
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class _Run:
+    """One training run's checkpoint file: the rows so far, the `prepare` records, and the
+    trainer state written after every epoch and read back by a resumed run."""
+
+    def __init__(self, checkpoint: str | Path | None, fingerprint: dict[str, str]) -> None:
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.fingerprint = fingerprint
+        self.rows: list[dict] = []
+        self.records: dict = {}
+
+    def read(self, model: Estimator) -> dict:
+        """The trainer state in the checkpoint, checked against this run (CheckpointError if it
+        belongs to another model, data set, schedule or config)."""
+        payload = read_checkpoint(self.checkpoint)
+        state = payload.get("training_state")
+        if not isinstance(state, dict) or state.get("fingerprint") is None:
+            raise CheckpointError(f"cannot resume from {self.checkpoint}: it holds no trainer state (a checkpoint of a finished model?)")
+        for what, value in self.fingerprint.items():
+            if state["fingerprint"].get(what) != value:
+                raise CheckpointError(f"cannot resume from {self.checkpoint}: it was trained with a different {what}")
+        state["config"], state["state_dict"] = payload["config"], payload["state_dict"]
+        self.rows = json.loads(state["rows"])
+        return state
+
+    def restore(self, model: Estimator, saved: dict, generator: torch.Generator) -> None:
+        """Weights (after `prepare`, so the model has its final shape) and the batch order."""
+        if json.dumps(model.config, sort_keys=True) != json.dumps(json.loads(saved["config"]), sort_keys=True):
+            raise CheckpointError(f"cannot resume from {self.checkpoint}: it was written by a differently configured {model.name}")
+        restore_weights(model, saved["state_dict"], self.checkpoint)
+        generator.set_state(saved["generator"])
+
+    def save(self, model: Estimator, metadata: dict, generator: torch.Generator, optimizers: list | None = None,
+             schedulers: list | None = None, **state) -> None:  # fmt: skip
+        """With a checkpoint file: the model, `metadata` and the trainer state after an epoch (or a stage)."""
+        if self.checkpoint is None:
+            return
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        training_state = {
+            "fingerprint": self.fingerprint, "rows": json.dumps(self.rows), "records": self.records,
+            "generator": generator.get_state(), "rng": _rng_state(device), **state,
+            "optimizers": [o.state_dict() for o in optimizers or []], "schedulers": [s.state_dict() for s in schedulers or []],
+        }  # fmt: skip
+        save_model(self.checkpoint, model, metadata, training_state)
 
 
 def _batches(data: dict[str, Tensor], batch_size: int, generator: torch.Generator) -> list[dict[str, Tensor]]:
@@ -187,8 +294,11 @@ def _train_stage(
     config: TrainingConfig,
     generator: torch.Generator,
     stage_index: int,
-    checkpoint: str | Path | None,
-) -> list[dict]:
+    run: _Run,
+    resumed: dict | None,
+) -> None:
+    """Train one stage, appending its epochs to `run.rows`; `resumed`: the trainer state saved
+    after an epoch of this stage, from which it continues."""
     parameters = [list(getattr(model, p.parameters)()) for p in phases]
     training_data = _with_stage_cache(model, phases, parameters, training_data, config.batch_size)
     validation_data = _with_stage_cache(model, phases, parameters, validation_data, config.batch_size)
@@ -201,9 +311,17 @@ def _train_stage(
     optimizers = [torch.optim.AdamW(group, lr=learning_rate, weight_decay=config.weight_decay, foreach=True) for group in parameters]
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in optimizers]
     stage = "+".join(p.name for p in phases)
-    best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
-    rows = []
-    bar = tqdm(range(config.epochs), desc=f"stage {stage_index} ({stage})", disable=not config.progress)
+    best_loss, best_state, stale, start = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    if resumed is not None:
+        for optimizer, state in zip(optimizers, resumed["optimizers"]):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(schedulers, resumed["schedulers"]):
+            scheduler.load_state_dict(state)
+        best_loss, best_state, stale, start = resumed["best_loss"], resumed["best_state"], resumed["stale"], resumed["epoch"] + 1
+    if config.patience is not None and stale >= config.patience:
+        start = config.epochs  # the killed run had stopped early, after its last checkpoint
+    bar = tqdm(range(start, config.epochs), desc=f"stage {stage_index} ({stage})", initial=start, total=config.epochs,
+               disable=not config.progress)  # fmt: skip
     for epoch in bar:
         model.train()
         sums = dict.fromkeys((p.name for p in phases), 0.0)
@@ -236,17 +354,19 @@ def _train_stage(
             raise NonFiniteLossError(f"validation loss is {val_loss} at stage {stage_index}, epoch {epoch}")
         row = {"stage": stage_index, "phases": stage, "epoch": epoch, "validation_loss": val_loss}
         row |= {f"train_{k}": v / batches_per_epoch for k, v in sums.items()} | {f"validation_{k}": v for k, v in val.items()}
-        rows.append(row)
+        run.rows.append(row)
         bar.set_postfix(validation=f"{val_loss:.4g}")
         if val_loss < best_loss:
             best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
-        if checkpoint is not None:
-            save_model(checkpoint, model, {"stage": stage_index, "epoch": epoch, "validation_loss": val_loss})
+        run.save(
+            model, {"stage": stage_index, "epoch": epoch, "validation_loss": val_loss}, generator,
+            stage=stage_index, epoch=epoch, stage_done=False, best_loss=best_loss, best_state=best_state, stale=stale,
+            optimizers=optimizers, schedulers=schedulers,
+        )  # fmt: skip
         if config.patience is not None and stale >= config.patience:
             break
     model.load_state_dict(best_state)
-    if checkpoint is not None:
-        save_model(checkpoint, model, {"stage": stage_index, "best_validation_loss": best_loss, "stage_done": True})
-    return rows
+    run.save(model, {"stage": stage_index, "best_validation_loss": best_loss, "stage_done": True}, generator,
+             stage=stage_index, stage_done=True)  # fmt: skip

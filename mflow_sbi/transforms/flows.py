@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +34,13 @@ class FlowConfig:
     coupling: Literal["rqs", "volume_preserving"] = "rqs"
 
     def validate(self) -> None:
-        """Raise a `ValueError` naming the first setting out of range."""
+        """Raise a `TypeError` or `ValueError` naming the first setting of the wrong type or out of range."""
+        for name in ("layers", "bins", "hidden", "blocks", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"flow setting {name} must be an integer, got {value!r}")
+        if isinstance(self.bound, bool) or not isinstance(self.bound, (int, float)) or not math.isfinite(self.bound):
+            raise ValueError(f"flow setting bound must be a finite number, got {self.bound!r}")
         checks = {
             "layers": self.layers >= 0, "bins": self.bins >= 2, "bound": self.bound > 0,
             "hidden": self.hidden >= 1, "blocks": self.blocks >= 0, "mixing": self.mixing in ("permutation", "lu"),

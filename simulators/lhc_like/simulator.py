@@ -287,6 +287,25 @@ class LHCLike(Simulator):
         z, nuisance = chart.latent_from_observables(x, with_nuisance=self.tier == "hadron")
         return z, nuisance if nuisance is not None else torch.empty(len(x), 0, dtype=torch.float64)
 
+    def chart_spectrum(self, x: Tensor, events: int = 200) -> Tensor:
+        """How wide the manifold is along each of its n directions at the data scale: the median
+        over the first `events` rows of the singular values of ∂x̃/∂w̃, the chart x(z, ν) in
+        z-scored units (x̃ = x / std(x), w̃ = (z, ν) / std(z, ν), scales from all of x), largest
+        first. A direction whose value is far below the nearest-neighbour distance of z-scored
+        data is invisible to nearest-neighbour dimension estimates."""
+        x = self.check_x(x).double()
+        z, nuisance = self.latent(x)
+        latent = torch.cat([z, nuisance], -1)
+        x_scale, latent_scale = x.std(0).clamp_min(1e-12), latent.std(0)
+
+        def observables(scaled: Tensor) -> Tensor:
+            w = scaled * latent_scale
+            momenta = chart.labelled_momenta(w[:, : z.shape[1]], w[:, z.shape[1] :] if self.tier != "parton" else None)
+            return (chart.sorted_observables(momenta) / x_scale).sum(0)  # rows are independent
+
+        jacobian = torch.autograd.functional.jacobian(observables, latent[:events] / latent_scale, vectorize=True)
+        return torch.linalg.svdvals(jacobian.permute(1, 0, 2)).median(0).values
+
     def _latent_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """H(z(x)) and the θ-independent part log F(z) + log p(ν) (-inf outside the fiducial region)."""
         z, nuisance = self.latent(x)
