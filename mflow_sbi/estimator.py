@@ -42,6 +42,8 @@ class Estimator(nn.Module, ABC):
 
     def __init__(self, event_shape: tuple[int, ...], theta_dim: int, standardize: bool = True) -> None:
         super().__init__()
+        if not isinstance(standardize, bool):
+            raise TypeError(f"standardize must be True or False, got {standardize!r}")
         if theta_dim < 1 or not event_shape or min(event_shape) < 1:
             raise ValueError(f"need theta_dim ≥ 1 and a non-empty event shape of positive sizes, got {theta_dim}, {event_shape}")
         self.event_shape, self.theta_dim = tuple(int(s) for s in event_shape), int(theta_dim)

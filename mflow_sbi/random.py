@@ -21,6 +21,8 @@ def sample_distribution(distribution: torch.distributions.Distribution, n: int, 
 def seeded(seed: int) -> Iterator[None]:
     """Run with torch's global RNG seeded by `seed` (e.g. to initialize weights from a config),
     restoring the caller's global random state afterwards."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+        torch.manual_seed(seed)
         yield

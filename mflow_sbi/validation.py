@@ -7,6 +7,16 @@ import torch
 from torch import Tensor
 
 
+def is_integer(value: object) -> bool:
+    """Whether `value` is an int (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """Whether `value` is a real int or float (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_matrix(name: str, value: Tensor, columns: int | None = None) -> Tensor:
     """Return `value` if it is a finite floating-point tensor of shape (batch, columns)."""
     if not isinstance(value, Tensor):

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from mflow_sbi.cli import main
 from mflow_sbi.cli_commands.common import UsageError, file_stem, read_arrays
 from mflow_sbi.inference import grid_posterior, mcmc_posterior
-from mflow_sbi.registry import build_estimator
+from mflow_sbi.registry import build_estimator, estimator_arguments
 from mflow_sbi.training import CheckpointError, TrainingConfig, load_model, save_model
 from mflow_sbi.transforms import FlowConfig
 from test_estimators import CASES, fitted, make
 
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ESTIMATORS = {case: fitted(make(case)) for case in sorted(CASES)}
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool, torch.complex64]
 
@@ -262,3 +262,21 @@ def test_simulate_refuses_a_name_outside_the_output_folder(tmp_path, capsys):
     assert main(["simulate", "polynomial_surface", "--n", "5", "--name", "../escape", "--output", str(tmp_path / "out")]) == 2
     assert "--name must be a plain file name" in capsys.readouterr().err
     assert not (tmp_path / "escape.npz").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@FUZZ
+@given(data=st.data())
+def test_every_constructor_argument_is_validated_at_construction(case, data):
+    arguments = [a for a in estimator_arguments(CASES[case]["model"]) if a not in ("data_dim", "image_shape", "inner", "outer", "flow")]
+    argument = data.draw(st.sampled_from(arguments), "argument")
+    value = data.draw(st.one_of(ANY_VALUE, st.sampled_from(["auto", 1.5, 0, -1, math.nan])), "value")
+    try:
+        model = build_estimator({**CASES[case], argument: value})
+    except (ValueError, TypeError) as error:
+        assert argument in str(error), error
+        return
+    x = torch.randn(4, *model.event_shape, generator=torch.Generator().manual_seed(0))
+    theta = torch.rand(4, model.theta_dim, generator=torch.Generator().manual_seed(1))
+    assert bool(torch.isfinite(model.log_prob(x, theta, exact=False)).all()), (argument, value)  # an accepted value works
+    assert build_estimator(model.config).config == model.config  # and survives the config round trip

@@ -21,6 +21,7 @@ same likelihood-ratio, posterior and sbi APIs (`likelihood(x_o)`, `mcmc_posterio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from mflow_sbi.random import seeded
 from mflow_sbi.registry import register
 from mflow_sbi.training.losses import schedule, score_matching_term
 from mflow_sbi.training.trainer import TrainingConfig, fit
-from mflow_sbi.validation import check_matrix, check_same_batch
+from mflow_sbi.validation import check_matrix, check_same_batch, is_number
 
 
 @register
@@ -58,6 +59,8 @@ class RatioEstimator(Estimator):
         for key, value in {"data_dim": data_dim, "theta_dim": theta_dim, "hidden": hidden, "layers": layers}.items():
             check_positive_int(key, value)
         super().__init__((data_dim,), theta_dim, standardize)
+        if theta_ref is not None and not (isinstance(theta_ref, (list, tuple)) and all(is_number(v) and math.isfinite(v) for v in theta_ref)):
+            raise ValueError(f"theta_ref must be a list of {theta_dim} finite numbers or None, got {theta_ref!r}")
         theta_ref = [0.0] * theta_dim if theta_ref is None else [float(v) for v in theta_ref]
         if len(theta_ref) != theta_dim:
             raise ValueError(f"theta_ref needs {theta_dim} values, got {len(theta_ref)}")

@@ -71,8 +71,15 @@ class MFlow(ManifoldFlow):
         }  # fmt: skip
 
     def _record(self, intrinsic_dimension: dict[str, Any] | None) -> None:
-        if intrinsic_dimension is not None:
-            self._config["intrinsic_dimension"] = dict(intrinsic_dimension)
+        """Keep the record of the estimate behind n (written by `prepare`; n must be its dimension)."""
+        if intrinsic_dimension is None:
+            return
+        if not isinstance(intrinsic_dimension, dict) or intrinsic_dimension.get("dimension") != self.latent_dim:
+            raise ValueError(
+                f"intrinsic_dimension must be the record of an estimate of n = latent_dim = {self.latent_dim} "
+                f"(a dict with 'dimension', as `prepare` writes it), got {intrinsic_dimension!r}"
+            )
+        self._config["intrinsic_dimension"] = dict(intrinsic_dimension)
 
     @property
     def intrinsic_dimension(self) -> dict[str, Any] | None:
