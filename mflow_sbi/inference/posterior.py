@@ -127,7 +127,8 @@ def mcmc_posterior(
             raise ValueError(f"log_likelihood returned NaN or +inf inside the prior support (at θ = {bad})")
         return values.numpy()
 
-    if not np.isfinite(log_posterior(start.double().numpy())).any():
+    start_log_posterior = log_posterior(start.double().numpy())
+    if not np.isfinite(start_log_posterior).any():
         raise ValueError(
             f"log_likelihood is -inf at all {walkers} starting points drawn from the prior: the observed events are "
             "impossible under the model everywhere it was evaluated (check that they match the model's data)"
@@ -135,7 +136,8 @@ def mcmc_posterior(
     sampler = emcee.EnsembleSampler(walkers, dimension, log_posterior, vectorize=True, moves=emcee.moves.KDEMove() if moves is None else moves)
     sampler.random_state = np.random.RandomState(seed).get_state()
     with threadpool_limits(limits=1, user_api="blas"):  # the moves' tiny BLAS calls only lose from threading
-        sampler.run_mcmc(start.double().numpy(), burn_in + draws * thin, progress=progress)
+        initial = emcee.State(start.double().numpy(), log_prob=start_log_posterior)  # evaluated once, above
+        sampler.run_mcmc(initial, burn_in + draws * thin, progress=progress)
     chain = sampler.get_chain(discard=burn_in, thin=thin)  # (draws, walkers, p)
     log_prob = sampler.get_log_prob(discard=burn_in, thin=thin)
     stuck = ~np.isfinite(log_prob).all(0)  # walkers that kept a draw of zero posterior density

@@ -97,8 +97,6 @@ class ManifoldFlow(Estimator):
             z, ladj = self.chart.call_and_ladj(x, self._chart_theta(theta))
             log_p = self.density.log_prob(z[:, : self.latent_dim], theta)
             return log_p + self._off_manifold(z, ladj) if exact or self.manifold_depends_on_theta else log_p
-        if exact and self.density_kind == "latent":
-            raise ValueError(f"{self.name} has no tractable density; use exact=False for its latent density")
         u = self._encode(x, theta)
         log_p = self.density.log_prob(u, theta)
         return log_p - 0.5 * self.log_det_metric(u) if exact else log_p

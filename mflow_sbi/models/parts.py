@@ -15,7 +15,7 @@ from zuko.lazy import LazyTransform
 
 from mflow_sbi.nn import ResidualMLP
 from mflow_sbi.random import seeded
-from mflow_sbi.validation import is_number
+from mflow_sbi.validation import is_integer, is_number
 from mflow_sbi.transforms import FlowConfig, ImageFlow, ImageFlowConfig, build_flow
 
 
@@ -62,7 +62,7 @@ def check_latent_dim(latent_dim: Any, event_shape: tuple[int, ...], outer: FlowC
     data_dim = 1
     for size in event_shape:
         data_dim *= size
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+    if not is_integer(latent_dim) or latent_dim < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
     if latent_dim > data_dim or (strict and latent_dim == data_dim):
         raise ValueError(f"latent_dim must be {'<' if strict else '≤'} the data dimension {data_dim}, got {latent_dim}")
@@ -72,7 +72,7 @@ def check_latent_dim(latent_dim: Any, event_shape: tuple[int, ...], outer: FlowC
 
 
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return value
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from mflow_sbi.training.checkpoints import CheckpointError, read_checkpoint, restore_weights, save_model
 from mflow_sbi.training.losses import Phase, phase_loss, schedule
-from mflow_sbi.validation import check_matrix, check_same_batch
+from mflow_sbi.validation import check_matrix, check_same_batch, is_integer, is_number
 
 if TYPE_CHECKING:
     from mflow_sbi.estimator import Estimator
@@ -68,11 +68,11 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "density_batch_size", "patience", "seed"):
             value = getattr(self, name)
             optional = name in ("density_batch_size", "patience")
-            if not (isinstance(value, int) and not isinstance(value, bool)) and not (optional and value is None):
+            if not is_integer(value) and not (optional and value is None):
                 raise TypeError(f"TrainingConfig.{name} must be an integer{' or None' if optional else ''}, got {value!r}")
         for name in ("learning_rate", "weight_decay", "clip_norm", "validation_fraction", "reconstruction_weight", "score_weight"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool)) and not (name in ("learning_rate", "score_weight") and value is None):
+            if not is_number(value) and not (name in ("learning_rate", "score_weight") and value is None):
                 raise TypeError(f"TrainingConfig.{name} must be a number, got {value!r}")
         if not isinstance(self.progress, bool):
             raise TypeError(f"TrainingConfig.progress must be True or False, got {self.progress!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +11,7 @@ from zuko.lazy import LazyComposedTransform, LazyTransform
 
 from mflow_sbi.transforms.coupling import RQSCoupling, RQSElementwise, VolumePreservingCoupling
 from mflow_sbi.transforms.linear import lu_linear, permutation
+from mflow_sbi.validation import is_integer, is_number
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ class FlowConfig:
         """Raise a `TypeError` or `ValueError` naming the first setting of the wrong type or out of range."""
         for name in ("layers", "bins", "hidden", "blocks", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_integer(value):
                 raise TypeError(f"flow setting {name} must be an integer, got {value!r}")
-        if isinstance(self.bound, bool) or not isinstance(self.bound, (int, float)) or not math.isfinite(self.bound):
+        if not (is_number(self.bound) and math.isfinite(self.bound)):
             raise ValueError(f"flow setting bound must be a finite number, got {self.bound!r}")
         checks = {
             "layers": self.layers >= 0, "bins": self.bins >= 2, "bound": self.bound > 0,
