@@ -1,6 +1,6 @@
 """The StyleGAN image-manifold study (Brehmer & Cranmer 2020, Table 4, n = 64 column).
 
-AF, PIE, M-flow and Me-flow train on dequantized 8-bit images of the n = 64 image manifold
+AF, PIE, M-flow and Me-flow (and paper 003's pixel rejection, hierarchical training and DNF) train on dequantized 8-bit images of the n = 64 image manifold
 (`simulators.ImageManifold`, default seeded generator: abstract textures, not faces) with θ ~
 N(0, 1). Per (model, seed): the log posterior density at the true θ from 50 observed images and
 the posterior MMD² against the exact posterior (both on one θ grid; the exact posterior uses
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,12 +62,21 @@ PROFILES = {
              "outer": {"levels": 4, "steps": 4, "hidden": 64, "head_features": 512}, "inner": {},
              "generated": 64, "projection_steps": 500, "grid": 801},
 }  # fmt: skip
-#: (registry name, schedule) per row; the estimators get `image_shape`
+#: paper 003's settings here: δ = 0.1 (standardized units) and λ = 2 D · 1000 (D = 3 · 16 · 16 at the
+#: quick profile), which weighs small errors as the M-flow's manifold phase does (λ r = 1000 Σ e²)
+HUBER = {"huber_delta": 0.1}
+#: (registry name, schedule, model settings, TrainingConfig fields) per row; the estimators get
+#: `image_shape`, and latent_dim = n unless the settings give latent_dims; "penalty": λ from the
+#: image dimension
 ROWS = {
-    "AF": ("af", "likelihood"),
-    "PIE": ("pie", "likelihood"),
-    "M-flow": ("mflow", "sequential"),
-    "Me-flow": ("meflow", "sequential"),
+    "AF": ("af", "likelihood", {}, {}),
+    "PIE": ("pie", "likelihood", {}, {}),
+    "M-flow": ("mflow", "sequential", {}, {}),
+    "Me-flow": ("meflow", "sequential", {}, {}),
+    "M-flow (Huber)": ("mflow", "sequential", {}, HUBER),
+    "PR (single-step)": ("pr", "penalized", {"latent_dims": [64]}, {**HUBER, "penalty": True}),
+    "PR (hierarchical, D → 128 → 64)": ("pr", "hierarchical", {"latent_dims": [128, 64]}, {**HUBER, "penalty": True}),
+    "DNF": ("dnf", "denoising", {}, {}),
 }
 #: table headers that differ from the metric's key
 HEADERS = {"reconstruction_distance": "reco. distance"}
@@ -108,15 +118,18 @@ def per_image_seconds(function, n: int, device: torch.device = torch.device("cpu
 
 
 def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageManifold, output: Path, name: str, device: torch.device) -> dict:
-    model_name, schedule = ROWS[label]
+    model_name, schedule, model_settings, training_settings = ROWS[label]
     shape = list(simulator.image_shape)
     config = {"model": model_name, "image_shape": shape, "theta_dim": 1, "outer": {**settings.outer}, "seed": seed}
     if model_name != "af":
-        config |= {"latent_dim": settings.manifold_dim, "inner": settings.inner}
+        config |= {"inner": settings.inner} | (model_settings or {"latent_dim": settings.manifold_dim})
+    training_settings = dict(training_settings)
+    if training_settings.pop("penalty", False):
+        training_settings["penalty_weight"] = 2000.0 * simulator.image_shape[0] * simulator.image_shape[1] * simulator.image_shape[2]
     theta, x = simulator.simulate_joint(settings.simulations, seed=seed)
     model: Estimator = build_estimator(config)
     start = time.perf_counter()
-    training = TrainingConfig(epochs=settings.epochs, batch_size=settings.batch_size, patience=5, seed=seed, progress=False)
+    training = TrainingConfig(epochs=settings.epochs, batch_size=settings.batch_size, patience=5, seed=seed, progress=False, **training_settings)
     train(model, x, theta, schedule, training, device=device)  # the model stays on `device`
     model.eval()
     row: dict = {"model": label, "seed": seed, "training_s": time.perf_counter() - start}
@@ -159,13 +172,18 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
     row["fast_density_s_per_image"] = per_image_seconds(lambda: model.log_prob(few, true_theta[:4], exact=False), len(few), device)
 
     if seed == 0:
-        plot_images(output / f"{name}_{model_name}.png", {
+        plot_images(output / f"{name}_{file_label(label)}.png", {
             f"{label}: generated at θ = {settings.true_theta}": generated,
             "test images": test,
             f"{label}: projections": projected,
             "residuals (x - projection) × 4": 4 * (test - projected),
         })  # fmt: skip
     return row
+
+
+def file_label(label: str) -> str:
+    """A row label as a file-name part: "M-flow (Huber)" -> "m_flow_huber"."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def simulator_costs(simulator: ImageManifold, settings: Settings) -> dict:
@@ -192,7 +210,7 @@ def markdown(table, settings: Settings, truth: dict, command: str, machine: str,
                "encode_s_per_image", "exact_density_s_per_image", "fast_density_s_per_image", "sample_s_per_image"]  # fmt: skip
 
     def cell(label: str, metric: str) -> str:
-        paper = PAPER_LOG_POSTERIOR[label] if metric == "log_posterior_true_theta" else None
+        paper = PAPER_LOG_POSTERIOR.get(label) if metric == "log_posterior_true_theta" else None
         return summary_cell(summary, label, metric, paper, ".2f")
 
     exact = float(table["exact_log_posterior_true_theta"].iloc[0])
@@ -215,7 +233,7 @@ def markdown(table, settings: Settings, truth: dict, command: str, machine: str,
         "",
         "Ground truth cost and injectivity: " + ", ".join(f"{k} = {v:.3g}" for k, v in truth.items()) + ".",
         "",
-        f"Image grids (generated at θ*, test images, projections, residuals × 4): `{name}_<model>.png`.",
+        f"Image grids (generated at θ*, test images, projections, residuals × 4): `{name}_<row>.png` (the row label in lower case, e.g. `m_flow_huber`).",
         "",
         f"Reco. distance: the paper's reconstruction error, the mean distance ‖x − g(g⁻¹(x))‖ of {settings.test_images} test",
         "images to their projection on the learned manifold, in pixel units (values in [-0.5, 0.5]); ≈ 0 for AF.",
@@ -255,7 +273,7 @@ def main() -> None:
             if (label, seed) not in results.finished():
                 results.append(evaluate_row(label, settings, seed, simulator, args.output, name, device))
     done = results.finished()
-    table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in args.models if (label, seed) in done)
+    table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in ROWS if (label, seed) in done)
     command = f"python benchmarks/image_manifold_study.py --profile {settings.profile}{overrides(args)} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} threads, device {device}, torch {torch.__version__}"
     (args.output / f"{name}.md").write_text(markdown(table, settings, truth, command, machine, name))

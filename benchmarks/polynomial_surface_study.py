@@ -1,7 +1,9 @@
 """The polynomial-surface study (Brehmer & Cranmer 2020, Table 2), side by side with sbi.
 
 Rows: AF, PIE (original / unconditional manifold), PAE, M-flow and Me-flow with sequential and
-alternating M/D, the learnable-prior flow of paper 002 (not in the paper's table), plus sbi's NLE and NPE with default settings trained on the same simulations.
+alternating M/D, the learnable-prior flow of paper 002, paper 003's pixel rejection (Huber
+penalty; single-step penalized likelihood; hierarchical training) and its DNF baseline (none of
+them in the paper's table), plus sbi's NLE and NPE with default settings trained on the same simulations.
 Metrics per (model, seed): mean distance of generated samples to the true surface, mean
 reconstruction distance ‖x − g(g⁻¹(x))‖ of test events (the paper's "reconstruction error", raw
 units), posterior MMD² against the exact posterior for 20 observed events at several true θ
@@ -53,8 +55,12 @@ PROFILES = {
     "quick": {"simulations": 50_000, "epochs": 20, "seeds": 3},
     "full": {"simulations": 100_000, "epochs": 50, "seeds": 5},
 }
-#: (row label, model config, schedule); None marks sbi's estimators
-ROWS: dict[str, tuple[dict | None, str | None]] = {
+#: paper 003's settings here: δ = 0.1 (standardized units) and λ = 2 D · 1000 = 6000, which weighs
+#: small errors as the M-flow's manifold phase does (λ r = λ/(2D) Σ e² = 1000 Σ e²); also the paper's λ = 1
+HUBER = {"huber_delta": 0.1}
+PENALTY = {**HUBER, "penalty_weight": 6000.0}
+#: (row label, model config, schedule[, TrainingConfig fields]); None marks sbi's estimators
+ROWS: dict[str, tuple] = {
     "AF": ({"model": "af"}, "likelihood"),
     "PIE (original)": ({"model": "pie", "latent_dim": 2, "conditional_manifold": True}, "likelihood"),
     "PIE (uncond. manifold)": ({"model": "pie", "latent_dim": 2}, "likelihood"),
@@ -64,6 +70,11 @@ ROWS: dict[str, tuple[dict | None, str | None]] = {
     "Me-flow (alternating)": ({"model": "meflow", "latent_dim": 2}, "alternating"),
     "Me-flow (sequential)": ({"model": "meflow", "latent_dim": 2}, "sequential"),
     "Learnable prior (paper 002)": ({"model": "learnable_prior"}, "likelihood"),
+    "M-flow (sequential, Huber)": ({"model": "mflow", "latent_dim": 2}, "sequential", HUBER),
+    "PR (single-step, λ = 1)": ({"model": "pr", "latent_dims": 2}, "penalized", {**HUBER, "penalty_weight": 1.0}),
+    "PR (single-step)": ({"model": "pr", "latent_dims": 2}, "penalized", PENALTY),
+    "PR (hierarchical training)": ({"model": "pr", "latent_dims": 2}, "hierarchical", PENALTY),
+    "DNF": ({"model": "dnf", "latent_dim": 2}, "denoising"),
     "sbi NLE (default)": (None, "nle"),
     "sbi NPE (default)": (None, "npe"),
 }
@@ -118,7 +129,7 @@ def log_likelihood_for_sbi(kind: str, estimator, prior, observed: torch.Tensor) 
 
 
 def evaluate_row(label: str, settings: Settings, seed: int, simulator: PolynomialSurface, plots: Path | None) -> dict:
-    config, schedule = ROWS[label]
+    config, schedule, *extra = ROWS[label]
     theta, x = simulator.simulate_joint(settings.simulations, seed=seed)
     torch.manual_seed(seed)  # sbi's networks and training draw from the global generator; ours take `seed`
     start = time.perf_counter()
@@ -129,7 +140,8 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: Polynomia
         model = None
     else:
         model = build_estimator({**config, "data_dim": 3, "theta_dim": 1, "seed": seed})  # raw units: it standardizes itself
-        train(model, x, theta, schedule, TrainingConfig(epochs=settings.epochs, patience=5, seed=seed, progress=False))
+        training = TrainingConfig(epochs=settings.epochs, patience=5, seed=seed, progress=False, **(extra[0] if extra else {}))
+        train(model, x, theta, schedule, training)
         model.eval()
     row: dict = {"model": label, "seed": seed, "training_s": time.perf_counter() - start}
 
@@ -266,7 +278,7 @@ def main() -> None:
             if not args.summarize and (label, seed) not in results.finished():
                 results.append(evaluate_row(label, settings, seed, simulator, plots))
     done = results.finished()
-    table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in args.models if (label, seed) in done)
+    table = diagnostics_table(done[(label, seed)] for seed in range(settings.seeds) for label in ROWS if (label, seed) in done)
     command = f"python benchmarks/polynomial_surface_study.py --profile {settings.profile}{overrides(args)} --threads {args.threads}"
     machine = f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}"
     (args.output / f"{name}.md").write_text(markdown(table, settings, command, machine, plots.name))

@@ -81,6 +81,12 @@ class Estimator(nn.Module, ABC):
         return theta.to(device=self.device, dtype=self.dtype)
 
     # ---- training ---------------------------------------------------------------------------------
+    @property
+    def levels(self) -> int:
+        """How many chart levels the "hierarchical" schedule trains one after another (1 unless
+        the estimator stacks charts, paper 003)."""
+        return 1
+
     def prepare(self, x: Tensor, theta: Tensor, records: dict[str, Any] | None = None) -> dict[str, Any]:
         """Settle what the estimator learns from its training data (raw units, before the
         standardization is fitted and the first step); the trainer calls it and records what it

@@ -3,6 +3,8 @@ the offending argument instead of letting a NaN or a broadcast surprise travel d
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -15,6 +17,13 @@ def is_integer(value: object) -> bool:
 def is_number(value: object) -> bool:
     """Whether `value` is a real int or float (a bool is not one)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_positive_number(name: str, value: object) -> float:
+    """`value` as a positive finite number, or a `ValueError` naming `name`."""
+    if not (is_number(value) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return value
 
 
 def check_matrix(name: str, value: Tensor, columns: int | None = None) -> Tensor:

@@ -34,11 +34,16 @@ CASES = {
     "pae": {"model": "pae", **VECTOR, "latent_dim": 2, "inner": SMALL, "hidden": 16},
     "alices": {"model": "alices", **VECTOR, "hidden": 16, "layers": 2},
     "learnable_prior": {"model": "learnable_prior", **VECTOR, "flow": {"layers": 2, "hidden": 16, "blocks": 1}},
+    "pr": {"model": "pr", **VECTOR, "latent_dims": 2, "outer": SMALL, "inner": SMALL},
+    "pr-hierarchical": {"model": "pr", **VECTOR, "latent_dims": [2, 1], "outer": SMALL, "inner": SMALL},
+    "dnf": {"model": "dnf", **VECTOR, "latent_dim": 2, "outer": SMALL, "inner": SMALL},
     "af-image": {"model": "af", **PICTURE, "outer": OUTER},
     "pie-image": {"model": "pie", **PICTURE, "latent_dim": 3, "outer": OUTER, "inner": SMALL},
     "mflow-image": {"model": "mflow", **PICTURE, "latent_dim": 3, "outer": OUTER, "inner": SMALL},
     "meflow-image": {"model": "meflow", **PICTURE, "latent_dim": 3, "outer": OUTER, "inner": SMALL, "encoder_channels": 4, "encoder_hidden": 16},
     "pae-image": {"model": "pae", **PICTURE, "latent_dim": 3, "inner": SMALL, "hidden": 16},
+    "pr-image": {"model": "pr", **PICTURE, "latent_dims": [3, 2], "outer": OUTER, "inner": SMALL, "stacked": SMALL},
+    "dnf-image": {"model": "dnf", **PICTURE, "latent_dim": 3, "outer": OUTER, "inner": SMALL},
 }
 
 
@@ -238,7 +243,7 @@ def test_training_fits_the_standardization_once():
 FLOWS = [case for case in CASES if CASES[case]["model"] != "alices"]
 
 
-@pytest.mark.parametrize("case", [c for c in FLOWS if CASES[c]["model"] in ("mflow", "meflow")])
+@pytest.mark.parametrize("case", [c for c in FLOWS if CASES[c]["model"] in ("mflow", "meflow", "pr", "dnf")])
 def test_manifold_density_in_raw_units_matches_brute_force(case):
     """log p(x|θ) = log p_h(u|θ) - ½ log det(J_gᵀ J_g) with g the chart into raw units (the
     standardization's scales enter the Jacobian), one reverse-mode Jacobian per event."""
@@ -269,7 +274,7 @@ def test_ambient_density_in_raw_units_matches_brute_force(case):
         torch.testing.assert_close(model.log_prob(x[i : i + 1], theta[i : i + 1])[0], expected.detach())
 
 
-@pytest.mark.parametrize("case", ["mflow", "pie", "pie-original", "mflow-image"])
+@pytest.mark.parametrize("case", ["mflow", "pie", "pie-original", "mflow-image", "pr-hierarchical", "pr-image", "dnf"])
 def test_flow_charts_invert_and_project_idempotently(case):
     model = fitted(make(case))
     theta = thetas(model, 4)

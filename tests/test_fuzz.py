@@ -271,7 +271,7 @@ def test_simulate_refuses_a_name_outside_the_output_folder(tmp_path, capsys):
 @FUZZ
 @given(data=st.data())
 def test_every_constructor_argument_is_validated_at_construction(case, data):
-    arguments = [a for a in estimator_arguments(CASES[case]["model"]) if a not in ("data_dim", "image_shape", "inner", "outer", "flow")]
+    arguments = [a for a in estimator_arguments(CASES[case]["model"]) if a not in ("data_dim", "image_shape", "inner", "outer", "stacked", "flow")]
     argument = data.draw(st.sampled_from(arguments), "argument")
     value = data.draw(st.one_of(ANY_VALUE, st.sampled_from(["auto", 1.5, 0, -1, math.nan])), "value")
     try:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mflow_sbi.estimator import Estimator
+from mflow_sbi.training.losses import huber
 from mflow_sbi.models.parts import Chart, Density
 from mflow_sbi.transforms import log_det_metric, pad
 from mflow_sbi.validation import check_matrix, is_integer, is_number
@@ -166,10 +167,13 @@ class ManifoldFlow(Estimator):
         return self.standardization.x_inverse(self._decode(self.density.sample(theta_s, generator), theta_s))
 
     # ---- training: per-sample losses on raw data, computed in standardized units ----------------
-    def manifold_loss(self, x: Tensor, theta: Tensor) -> Tensor:
-        """‖x' - g(g⁻¹(x'))‖² in standardized units: the manifold phase (θ only where f needs it)."""
+    def manifold_loss(self, x: Tensor, theta: Tensor, delta: float | None = None) -> Tensor:
+        """‖x' - g(g⁻¹(x'))‖² in standardized units: the manifold phase (θ only where f needs it).
+        With `delta` = δ, Σ_i 2 H_δ(e_i) (paper 003's per-dimension Huber, `huber`): the squared
+        error of entries with |e_i| < δ, 2δ|e_i| - δ² (linear) beyond."""
         x_s, theta_s = self._standardized(x, theta)
-        return ((x_s - self._decode(self._encode(x_s, theta_s), theta_s)) ** 2).flatten(1).sum(-1)
+        error = (x_s - self._decode(self._encode(x_s, theta_s), theta_s)).flatten(1)
+        return (error**2 if delta is None else 2 * huber(error, delta)).sum(-1)
 
     def manifold_coordinates(self, x: Tensor) -> Tensor:
         """u = g⁻¹(x') without gradient, the input of the density phase (θ-independent manifolds)."""

@@ -79,10 +79,12 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 def compose_manifold(
     event_shape: tuple[int, ...], theta_dim: int, latent_dim: int, outer: Any, inner: Any, seed: int,
-    encoder: dict[str, Any] | None, strict: bool = True, conditional_chart: bool = False,
+    encoder: dict[str, Any] | None, strict: bool = True, conditional_chart: bool = False, density_dim: int | None = None,
 ) -> dict[str, Any]:
     """The parts of a chart-based flow (the chart conditioned on θ if `conditional_chart`),
-    initialized from `seed`, and their configs; `strict`: n < D."""
+    initialized from `seed`, and their configs; `strict`: n < D. `density_dim`: the dimension
+    the density models when the chart's n coordinates are reduced further (a stacked chart's
+    innermost level); default n."""
     outer_config, inner_config = chart_config(event_shape, outer), flow_config(inner)
     if isinstance(outer_config, FlowConfig) and outer_config.layers < 1:
         raise ValueError("outer flow setting layers = 0 leaves the chart the identity, with nothing to learn: use layers ≥ 1")
@@ -90,7 +92,7 @@ def compose_manifold(
     theta_dim = check_positive_int("theta_dim", theta_dim)
     with seeded(seed):
         chart = build_chart(event_shape, outer_config, theta_dim if conditional_chart else 0)
-        density = Density(latent_dim, theta_dim, inner_config)
+        density = Density(density_dim or latent_dim, theta_dim, inner_config)
         encoder_net = None if encoder is None else build_encoder(event_shape, latent_dim, **encoder)
     parts = {"event_shape": event_shape, "theta_dim": theta_dim, "latent_dim": latent_dim, "density": density, "chart": chart, "encoder": encoder_net}
     return parts | {"config": {"outer": as_dict(outer_config), "inner": as_dict(inner_config)}}

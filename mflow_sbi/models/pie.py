@@ -7,6 +7,7 @@ from mflow_sbi.models.flow import ManifoldFlow
 from mflow_sbi.models.parts import compose_manifold, event_shape_of, shape_config
 from mflow_sbi.registry import register
 from mflow_sbi.transforms import FlowConfig, ImageFlowConfig
+from mflow_sbi.validation import check_positive_number
 
 
 @register
@@ -40,6 +41,7 @@ class PIE(ManifoldFlow):
         seed: int = 0,
     ) -> None:
         event_shape = event_shape_of(data_dim, image_shape)
+        check_positive_number("epsilon", epsilon)
         parts = compose_manifold(event_shape, theta_dim, latent_dim, outer, inner, seed, None, strict=False, conditional_chart=conditional_manifold)
         config = parts.pop("config")
         super().__init__(**parts, epsilon=epsilon, standardize=standardize)

@@ -42,7 +42,11 @@ class TrainingConfig:
     u = g⁻¹(x)) takes b = min(`density_batch_size`, `batch_size`): its steps are cheap and the
     θ-dependence of the density needs many of them (on the polynomial surface, batch 1000 there
     gave posteriors farther from the exact ones at the same training time); None: `batch_size`
-    everywhere."""
+    everywhere.
+
+    `huber_delta` = δ: reconstruction penalties are per-dimension Huber H_δ (paper 003's "pixel
+    rejection", in standardized units: δ in data standard deviations) instead of squared errors;
+    `penalty_weight` = λ of the penalized likelihood (paper 003, Eq. 5; 1 in the paper)."""
 
     epochs: int = 50  # per stage
     batch_size: int = 1000
@@ -54,6 +58,8 @@ class TrainingConfig:
     patience: int | None = 10  # epochs without validation improvement; None disables
     reconstruction_weight: float = 1000.0
     score_weight: float | None = None  # α of the score term (SCANDAL, ALICES); None: no term
+    huber_delta: float | None = None  # δ of the Huber reconstruction penalty; None: squared error
+    penalty_weight: float = 1.0  # λ of the penalized likelihood (schedules "penalized", "hierarchical")
     seed: int = 0
     progress: bool = True
 
@@ -70,9 +76,10 @@ class TrainingConfig:
             optional = name in ("density_batch_size", "patience")
             if not is_integer(value) and not (optional and value is None):
                 raise TypeError(f"TrainingConfig.{name} must be an integer{' or None' if optional else ''}, got {value!r}")
-        for name in ("learning_rate", "weight_decay", "clip_norm", "validation_fraction", "reconstruction_weight", "score_weight"):
+        for name in ("learning_rate", "weight_decay", "clip_norm", "validation_fraction", "reconstruction_weight", "score_weight",
+                     "huber_delta", "penalty_weight"):  # fmt: skip
             value = getattr(self, name)
-            if not is_number(value) and not (name in ("learning_rate", "score_weight") and value is None):
+            if not is_number(value) and not (name in ("learning_rate", "score_weight", "huber_delta") and value is None):
                 raise TypeError(f"TrainingConfig.{name} must be a number, got {value!r}")
         if not isinstance(self.progress, bool):
             raise TypeError(f"TrainingConfig.progress must be True or False, got {self.progress!r}")
@@ -87,6 +94,8 @@ class TrainingConfig:
             "patience": (self.patience is None or self.patience >= 1, "≥ 1 or None"),
             "reconstruction_weight": (positive(self.reconstruction_weight), "positive and finite"),
             "score_weight": (positive(self.score_weight), "positive and finite, or None"),
+            "huber_delta": (positive(self.huber_delta), "positive and finite, or None"),
+            "penalty_weight": (positive(self.penalty_weight), "positive and finite"),
             "seed": (self.seed >= 0, "≥ 0"),
         }  # fmt: skip
         for name, (ok, requirement) in checks.items():
@@ -130,7 +139,10 @@ def train(
         check_matrix("score", score, model.theta_dim)
         check_same_batch(x=x, score=score)
         data["score"] = score
-    stages = schedule(schedule_name, config.reconstruction_weight, config.score_weight)
+    stages = schedule(
+        schedule_name, config.reconstruction_weight, config.score_weight,
+        huber_delta=config.huber_delta, penalty_weight=config.penalty_weight, levels=model.levels,
+    )  # fmt: skip
     return fit(model, data, stages, config, device, checkpoint, resume)
 
 
@@ -280,9 +292,10 @@ def _with_stage_cache(
         if phase.cache is None:
             continue
         field, method, depends_on = phase.cache
-        if updated.isdisjoint(id(p) for p in getattr(model, depends_on)()):
+        scope = dict(phase.scope)
+        if updated.isdisjoint(id(p) for p in getattr(model, depends_on)(**scope)):
             with torch.no_grad():
-                cached[field] = torch.cat([getattr(model, method)(chunk) for chunk in data["x"].split(chunk_size)])
+                cached[field] = torch.cat([getattr(model, method)(chunk, **scope) for chunk in data["x"].split(chunk_size)])
     return cached
 
 
@@ -299,7 +312,7 @@ def _train_stage(
 ) -> None:
     """Train one stage, appending its epochs to `run.rows`; `resumed`: the trainer state saved
     after an epoch of this stage, from which it continues."""
-    parameters = [list(getattr(model, p.parameters)()) for p in phases]
+    parameters = [list(getattr(model, p.parameters)(**dict(p.scope))) for p in phases]
     training_data = _with_stage_cache(model, phases, parameters, training_data, config.batch_size)
     validation_data = _with_stage_cache(model, phases, parameters, validation_data, config.batch_size)
     batch_size = config.batch_size
