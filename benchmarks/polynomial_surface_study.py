@@ -240,6 +240,15 @@ def markdown(table, settings: Settings, command: str, machine: str, plots_folder
         "  divergence at the profile's batch and epochs (≈ 900 steps here). Its prior's spectrum needs many",
         "  more small steps to separate (docs/intrinsic_dimension_study.md), and a volume-preserving flow is",
         "  less flexible than the AF's spline flow: its posterior and samples are the worst of the flows.",
+        "- Paper 003 rows (not in the paper's table; their training times were measured with two study",
+        "  processes sharing the 2 cores, the first ones beside the test suite too): δ = 0.1 in standardized",
+        "  units everywhere. \"M-flow (sequential, Huber)\": the M-flow with the manifold phase's squared error",
+        "  replaced by Σ 2H_δ. \"PR\": `PixelRejectionFlow`, a split flow with v ~ N(0, I) trained on",
+        "  −log p(x|θ) + λ (1/D) Σ H_δ(x − g(u)), end to end (\"single-step\") or chart then density",
+        "  (\"hierarchical training\"; one level here, D = 3 → 2 leaves no room for a second), with",
+        "  λ = 6000 (= 2D · 1000: small errors weigh as in the M-flow's manifold phase) or the paper's λ = 1.",
+        "  \"DNF\": `DenoisingFlow`, σ² = 0.01 noise inflation and v ~ N(0, σ²I), β = 1000 on the summed",
+        "  squared error. All report the M-flow's density on their manifold (fast path).",
         "",
     ]
     return "\n".join(lines)
