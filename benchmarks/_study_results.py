@@ -12,18 +12,20 @@ import pandas as pd
 
 class ResultsFile:
     """One JSON line {"settings", "row"} per finished (model, seed): an interrupted run resumes,
-    and processes that run different seeds may append to the same file."""
+    processes that run different seeds may append to the same file, and a run with more seeds
+    keeps the rows of the seeds done before (the number of seeds is not part of a row's identity)."""
 
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.path, self.settings = path, json.loads(json.dumps(settings))  # tuples as lists, as read back
 
     def finished(self) -> dict[tuple[str, int], dict]:
-        """(model, seed) -> row, for the rows computed with these settings."""
+        """(model, seed) -> row, for the rows computed with these settings (any number of seeds)."""
+        identity = lambda settings: {k: v for k, v in settings.items() if k != "seeds"}  # noqa: E731
         rows = {}
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 record = json.loads(line)
-                if record["settings"] == self.settings:
+                if identity(record["settings"]) == identity(self.settings):
                     rows[(record["row"]["model"], record["row"]["seed"])] = record["row"]
         return rows
 

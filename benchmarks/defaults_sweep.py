@@ -55,6 +55,10 @@ DENSITY = {
     "D50 batch 1000": ({}, {"epochs": 50, "density_batch_size": None}),
     "D50 lr / 3": ({}, {"epochs": 50, "learning_rate": 1e-3}),
     "D50 patience 3": ({}, {"epochs": 50, "patience": 3}),
+    # without early stopping the cosine schedule anneals the learning rate to 0 before training ends
+    "D20 no early stop": ({}, {"epochs": 20, "patience": None}),
+    "D50 no early stop": ({}, {"epochs": 50, "patience": None}),
+    "D100 no early stop": ({}, {"epochs": 100, "patience": None}),
 }
 VERSION = 1
 

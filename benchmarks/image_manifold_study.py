@@ -215,6 +215,7 @@ def markdown(table, settings: Settings, truth: dict, command: str, machine: str,
         return summary_cell(summary, label, metric, paper, ".2f")
 
     exact = float(table["exact_log_posterior_true_theta"].iloc[0])
+    seeds = table.groupby("model")["seed"].nunique()
     r = settings.resolution
     return "\n".join([
         "# StyleGAN image-manifold study (paper's Table 4, n = 64)",
@@ -228,9 +229,11 @@ def markdown(table, settings: Settings, truth: dict, command: str, machine: str,
         "",
         f"Exact posterior (from the observed images' latents): log p(θ*|x) = {exact:.3g}.",
         "",
-        "| model | " + " | ".join(HEADERS.get(metric, metric) for metric in metrics) + " |",
-        "|---|" + "---|" * len(metrics),
-        *(f"| {label} | " + " | ".join(cell(label, m) for m in metrics) + " |" for label in summary.index),
+        "Each cell: median over the row's seeds [16%, 84%] (the last column counts them).",
+        "",
+        "| model | " + " | ".join(HEADERS.get(metric, metric) for metric in metrics) + " | seeds |",
+        "|---|" + "---|" * (len(metrics) + 1),
+        *(f"| {label} | " + " | ".join(cell(label, m) for m in metrics) + f" | {seeds[label]} |" for label in summary.index),
         "",
         "Ground truth cost and injectivity: " + ", ".join(f"{k} = {v:.3g}" for k, v in truth.items()) + ".",
         "",
