@@ -5,7 +5,7 @@ apart so that each can be varied alone: every manifold variant (`MANIFOLD`) is t
 (simulations, seed), and every density variant (`DENSITY`: the inner flow's architecture and the
 density stage's TrainingConfig) is trained on a copy of it. Per row: wall-clock of each stage
 (1 thread), the epochs each stage ran, the mean reconstruction distance of 1000 test events, the
-density stage's best validation NLL, and for 15 observed sets (θ ∈ {-0.9, -0.5, 0, 0.5, 0.9} × 3
+density stage's best and last validation NLL, and for 15 observed sets (θ ∈ {-0.9, -0.5, 0, 0.5, 0.9} × 3
 sets of 20 events, across the prior) the posterior MMD² against the exact grid posterior, with
 the posterior's mean shift and width ratio against the exact one (grid posteriors of the model's
 fast likelihood: exact for the model, no MCMC). Each finished row is appended to
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import platform
 import statistics
 import time
@@ -45,7 +46,9 @@ MANIFOLD = {
     "M20": {"epochs": 20},
     "M50": {"epochs": 50},
 }
-#: density-stage variants: (inner FlowConfig fields, TrainingConfig fields of the D stage)
+#: density-stage variants: (inner FlowConfig fields, TrainingConfig fields of the D stage[, members]);
+#: with members = K, K density flows (initial weights from K seeds) are trained on the same chart and
+#: the likelihood is their mixture, p(x|θ) = (1/K) Σ_k p_k(x|θ)
 DENSITY = {
     "D20": ({}, {"epochs": 20}),
     "D50": ({}, {"epochs": 50}),
@@ -56,9 +59,18 @@ DENSITY = {
     "D50 lr / 3": ({}, {"epochs": 50, "learning_rate": 1e-3}),
     "D50 patience 3": ({}, {"epochs": 50, "patience": 3}),
     # without early stopping the cosine schedule anneals the learning rate to 0 before training ends
+    # (the best validation epoch is still restored at the end); "last": the annealed weights are kept
     "D20 no early stop": ({}, {"epochs": 20, "patience": None}),
     "D50 no early stop": ({}, {"epochs": 50, "patience": None}),
     "D100 no early stop": ({}, {"epochs": 100, "patience": None}),
+    "D20 last": ({}, {"epochs": 20, "patience": None, "restore_best": False}),
+    "D50 last": ({}, {"epochs": 50, "patience": None, "restore_best": False}),
+    "D100 last": ({}, {"epochs": 100, "patience": None, "restore_best": False}),
+    "D20 last small inner": ({"layers": 3, "hidden": 32, "blocks": 1}, {"epochs": 20, "patience": None, "restore_best": False}),
+    "D50 last small inner": ({"layers": 3, "hidden": 32, "blocks": 1}, {"epochs": 50, "patience": None, "restore_best": False}),
+    "D50 last wd 1e-2": ({}, {"epochs": 50, "patience": None, "restore_best": False, "weight_decay": 1e-2}),
+    "D20 ensemble of 3": ({}, {"epochs": 20}, 3),
+    "D50 ensemble of 3": ({}, {"epochs": 50}, 3),
 }
 VERSION = 1
 
@@ -71,12 +83,19 @@ def observed_sets(simulator: PolynomialSurface) -> list[tuple[float, torch.Tenso
     ]  # fmt: skip
 
 
-def posterior_metrics(model: MFlow, simulator: PolynomialSurface, sets: list, seed: int) -> dict:
+def mixture_likelihood(models: list[MFlow], observed: torch.Tensor):
+    """θ -> Σ_j log (1/K) Σ_k p_k(x_j|θ) (fast path: each member's θ-independent term is the same
+    chart's, so it factors out of the mixture)."""
+    likelihoods = [model.likelihood(observed) for model in models]
+    return lambda theta: (torch.logsumexp(torch.stack([lik.table(theta) for lik in likelihoods]), 0) - math.log(len(models))).sum(-1)
+
+
+def posterior_metrics(models: list[MFlow], simulator: PolynomialSurface, sets: list, seed: int) -> dict:
     mmds, shifts, widths = [], [], []
     for _, observed in sets:
         exact = simulator.exact_posterior(observed)
         with torch.no_grad():
-            learned = grid_posterior(model.likelihood(observed), simulator.prior, resolution=1001)
+            learned = grid_posterior(mixture_likelihood(models, observed), simulator.prior, resolution=1001)
         generator = torch.Generator().manual_seed(seed)
         mmds.append(mmd_squared(learned.sample(POSTERIOR_SAMPLES, generator), exact.sample(POSTERIOR_SAMPLES, generator)))
         shifts.append(float((learned.mean() - exact.mean()) / exact.std()))
@@ -111,19 +130,23 @@ def run(simulations: int, seed: int, results: Path, done: set, simulator: Polyno
         manifold_s = time.perf_counter() - start
         reconstruction = mean_reconstruction_distance(chart.eval(), test_x)
         for d_name in pending:
-            inner, d_fields = DENSITY[d_name]
-            model = density_model(chart, inner, seed)
+            inner, d_fields, *members = DENSITY[d_name]
+            models, histories = [], []
             start = time.perf_counter()
-            d_history = fit(model, data, [density_stage], TrainingConfig(seed=seed, progress=False, **d_fields))
+            for member in range(members[0] if members else 1):
+                models.append(density_model(chart, inner, seed + 1000 * member))
+                histories.append(fit(models[-1], data, [density_stage], TrainingConfig(seed=seed, progress=False, **d_fields)))
+                models[-1].eval()
             density_s = time.perf_counter() - start
-            model.eval()
+            d_history = histories[0]
             row = {
                 "version": VERSION, "simulations": simulations, "seed": seed, "manifold": m_name, "density": d_name,
                 "manifold_s": manifold_s, "density_s": density_s, "training_s": manifold_s + density_s,
                 "manifold_epochs": len(m_history), "density_epochs": len(d_history),
                 "reconstruction": reconstruction, "density_validation_nll": float(d_history["validation_loss"].min()),
+                "density_validation_nll_last": float(d_history["validation_loss"].iloc[-1]),
                 "density_train_nll": float(d_history.loc[d_history["validation_loss"].idxmin(), "train_density"]),
-                **posterior_metrics(model, simulator, sets, seed),
+                **posterior_metrics(models, simulator, sets, seed),
             }  # fmt: skip
             with results.open("a") as handle:  # one line per finished row: nothing lost on a crash
                 handle.write(json.dumps(row) + "\n")

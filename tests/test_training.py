@@ -80,6 +80,18 @@ def test_best_state_is_restored(dataset):
     assert restored == pytest.approx(history["validation_loss"].min(), rel=1e-4)
 
 
+def test_restore_best_false_keeps_the_last_epoch(dataset):
+    x, theta = dataset
+    model = AmbientFlow(3, 1, inner=SMALL)
+    config = TrainingConfig(epochs=10, batch_size=50, learning_rate=0.1, patience=None, restore_best=False, progress=False)  # best: epoch 8
+    history = train(model, x, theta, config=config)
+    with torch.no_grad():
+        validation, _ = validation_split(len(x))
+        last = float(-model.log_prob(x[validation], theta[validation]).mean())
+    assert last == pytest.approx(history["validation_loss"].iloc[-1], rel=1e-4)
+    assert history["validation_loss"].iloc[-1] != history["validation_loss"].min()  # the best epoch was another one
+
+
 def test_training_fits_the_standardization_on_the_training_split_once(dataset):
     x, theta = dataset
     model = AmbientFlow(3, 1, inner=SMALL)

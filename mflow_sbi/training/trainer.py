@@ -60,6 +60,7 @@ class TrainingConfig:
     score_weight: float | None = None  # α of the score term (SCANDAL, ALICES); None: no term
     huber_delta: float | None = None  # δ of the Huber reconstruction penalty; None: squared error
     penalty_weight: float = 1.0  # λ of the penalized likelihood (schedules "penalized", "hierarchical")
+    restore_best: bool = True  # end each stage with its best validation epoch's parameters; False: the last epoch's
     seed: int = 0
     progress: bool = True
 
@@ -81,8 +82,9 @@ class TrainingConfig:
             value = getattr(self, name)
             if not is_number(value) and not (name in ("learning_rate", "score_weight", "huber_delta") and value is None):
                 raise TypeError(f"TrainingConfig.{name} must be a number, got {value!r}")
-        if not isinstance(self.progress, bool):
-            raise TypeError(f"TrainingConfig.progress must be True or False, got {self.progress!r}")
+        for name in ("progress", "restore_best"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"TrainingConfig.{name} must be True or False, got {getattr(self, name)!r}")
         positive = lambda v: v is None or (math.isfinite(v) and v > 0)  # noqa: E731
         checks = {
             "epochs": (self.epochs >= 1, "≥ 1"), "batch_size": (self.batch_size >= 1, "≥ 1"),
@@ -121,7 +123,7 @@ def train(
     (batch, p), the likelihood and density phases train with SCANDAL's loss
     NLL + α · ‖∇_θ log p̂(x|θ) - t‖².
 
-    Each stage ends with the parameters of its best validation epoch restored. With
+    Each stage ends with the parameters of its best validation epoch restored (`config.restore_best`; False keeps the last epoch's). With
     `checkpoint`, the model and the trainer's state are saved after every epoch (atomic write);
     `resume=True` continues from that file a run that was killed, with the same model, data,
     schedule and config, and ends with the parameters of an uninterrupted run (bit-identical on
@@ -380,6 +382,7 @@ def _train_stage(
         )  # fmt: skip
         if config.patience is not None and stale >= config.patience:
             break
-    model.load_state_dict(best_state)
+    if config.restore_best:
+        model.load_state_dict(best_state)
     run.save(model, {"stage": stage_index, "best_validation_loss": best_loss, "stage_done": True}, generator,
              stage=stage_index, stage_done=True)  # fmt: skip
