@@ -121,7 +121,8 @@ def test_sampling_gives_events_of_the_declared_shape_or_an_error_naming_theta(ca
 ANY_VALUE = st.one_of(
     st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=True, width=32), st.none(), st.booleans(), st.text(max_size=3)
 )
-TRAINING_FIELDS = [f for f in TrainingConfig.__dataclass_fields__ if f != "progress"]
+TRAINING_FIELDS = list(TrainingConfig.__dataclass_fields__)
+SWITCHES = ("progress", "restore_best")  # the True/False settings
 FLOW_FIELDS = ["layers", "bins", "bound", "hidden", "blocks", "mixing", "coupling"]
 
 
@@ -134,6 +135,9 @@ def test_every_training_setting_is_validated_at_construction(field, value):
         assert f"TrainingConfig.{field}" in str(error), error
         return
     stored = getattr(config, field)
+    if field in SWITCHES:
+        assert isinstance(stored, bool), (field, value)
+        return
     assert stored is None or (not isinstance(stored, bool) and math.isfinite(stored)), (field, value)
     if field in ("epochs", "batch_size", "density_batch_size", "patience"):
         assert stored is None or stored >= 1
