@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mflow_sbi.estimator import Estimator
 from mflow_sbi.training.losses import huber
-from mflow_sbi.models.parts import Chart, Density
+from mflow_sbi.models.parts import Chart, Density, log_normal
 from mflow_sbi.transforms import log_det_metric, pad
 from mflow_sbi.validation import check_matrix, is_integer, is_number
 
@@ -88,9 +88,7 @@ class ManifoldFlow(Estimator):
 
     def _off_manifold(self, z: Tensor, ladj: Tensor) -> Tensor:
         """log N(v; 0, ε² I) + log|det J_f| + the standardization's log-Jacobian."""
-        v = z[:, self.latent_dim :]
-        log_v = -0.5 * (v / self.epsilon) ** 2 - math.log(self.epsilon) - 0.5 * math.log(2 * math.pi) if v.shape[1] else v
-        return log_v.sum(-1) + ladj + self.standardization.log_abs_det_x()
+        return log_normal(z[:, self.latent_dim :], self.epsilon) + ladj + self.standardization.log_abs_det_x()
 
     def _log_prob(self, x: Tensor, theta: Tensor, exact: bool) -> Tensor:
         """log p(x|θ) from standardized x and θ (see the class docstring)."""

@@ -98,6 +98,13 @@ def compose_manifold(
     return parts | {"config": {"outer": as_dict(outer_config), "inner": as_dict(inner_config)}}
 
 
+def log_normal(z: Tensor, scale: float = 1.0) -> Tensor:
+    """log N(z; 0, scale² I) per row -> (batch,) (0 for a row without entries)."""
+    if not z.shape[1]:
+        return z.new_zeros(len(z))
+    return (-0.5 * (z / scale) ** 2).sum(-1) - z.shape[1] * (math.log(scale) + 0.5 * math.log(2 * math.pi))
+
+
 class StandardNormal(nn.Module):
     """The base distribution N(0, I) on R^n: log N(z) = -½‖z‖² - (n/2) log 2π."""
 
@@ -107,7 +114,7 @@ class StandardNormal(nn.Module):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, I) per row -> (batch,)."""
-        return -0.5 * (z**2).sum(-1) - 0.5 * self.features * math.log(2 * math.pi)
+        return log_normal(z)
 
     def sample(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
         """n draws in the dtype and on the device of `like` -> (n, features)."""

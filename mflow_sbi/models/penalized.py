@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mflow_sbi.models.flow import ManifoldFlow
-from mflow_sbi.models.parts import Chart, as_dict, build_chart, chart_config, compose_manifold, event_shape_of, flow_config, shape_config
+from mflow_sbi.models.parts import Chart, as_dict, build_chart, chart_config, compose_manifold, event_shape_of, flow_config, log_normal, shape_config
 from mflow_sbi.random import seeded
 from mflow_sbi.registry import register
 from mflow_sbi.training.losses import huber
@@ -28,13 +28,6 @@ def reconstruction_penalty(error: Tensor, delta: float | None) -> Tensor:
     error = error.flatten(1)
     per_entry = 0.5 * error**2 if delta is None else huber(error, delta)
     return per_entry.mean(-1)
-
-
-def log_standard_normal(z: Tensor, scale: float = 1.0) -> Tensor:
-    """log N(z; 0, scale² I) per row -> (batch,) (0 for no columns)."""
-    if not z.shape[1]:
-        return z.new_zeros(len(z))
-    return (-0.5 * (z / scale) ** 2 - math.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
 class StackedChart(Chart):
@@ -187,7 +180,7 @@ class PixelRejectionFlow(SplitFlow):
         chart, dim = self.chart.levels[level - 1], self.chart.dims[level - 1]
         z, ladj = chart.call_and_ladj(inputs)
         u = z[:, :dim]
-        log_p = log_standard_normal(u) + log_standard_normal(z[:, dim:], self.epsilon) + ladj
+        log_p = log_normal(u) + log_normal(z[:, dim:], self.epsilon) + ladj
         return -log_p + penalty_weight * reconstruction_penalty(inputs - chart.inverse(pad(u, z.shape[1])), delta)
 
     def level_parameters(self, level: int) -> Iterator[nn.Parameter]:
