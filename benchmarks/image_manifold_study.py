@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import re
 import time
@@ -126,7 +127,7 @@ def evaluate_row(label: str, settings: Settings, seed: int, simulator: ImageMani
         config |= {"inner": settings.inner} | (model_settings or {"latent_dim": settings.manifold_dim})
     training_settings = dict(training_settings)
     if training_settings.pop("penalty", False):
-        training_settings["penalty_weight"] = 2000.0 * simulator.image_shape[0] * simulator.image_shape[1] * simulator.image_shape[2]
+        training_settings["penalty_weight"] = 2000.0 * math.prod(simulator.image_shape)
     theta, x = simulator.simulate_joint(settings.simulations, seed=seed)
     model: Estimator = build_estimator(config)
     start = time.perf_counter()

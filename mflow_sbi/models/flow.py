@@ -13,10 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from mflow_sbi.estimator import Estimator
-from mflow_sbi.training.losses import huber
 from mflow_sbi.models.parts import Chart, Density, log_normal
+from mflow_sbi.training.losses import huber
 from mflow_sbi.transforms import log_det_metric, pad
-from mflow_sbi.validation import check_matrix, is_integer, is_number
+from mflow_sbi.validation import check_matrix, check_positive_number, is_integer
 
 DensityKind = Literal["manifold", "ambient", "latent"]
 
@@ -55,8 +55,8 @@ class ManifoldFlow(Estimator):
             raise ValueError(f"need 0 < latent_dim ≤ {self.data_dim} (the data dimension), got {latent_dim}")
         if jacobian_chunk_size is not None and not (is_integer(jacobian_chunk_size) and jacobian_chunk_size >= 1):
             raise ValueError(f"jacobian_chunk_size must be an integer ≥ 1 or None, got {jacobian_chunk_size!r}")
-        if epsilon is not None and not (is_number(epsilon) and math.isfinite(epsilon) and epsilon > 0):
-            raise ValueError(f"epsilon must be positive and finite, got {epsilon!r}")
+        if epsilon is not None:
+            check_positive_number("epsilon", epsilon)
         if (chart is None) == (decoder is None) or (chart is None and encoder is None):
             raise ValueError("compose a chart (optionally with an encoder) or an encoder with a decoder")
         self.latent_dim, self.epsilon, self.jacobian_chunk_size = latent_dim, epsilon, jacobian_chunk_size

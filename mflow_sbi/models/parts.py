@@ -15,7 +15,7 @@ from zuko.lazy import LazyTransform
 
 from mflow_sbi.nn import ResidualMLP
 from mflow_sbi.random import seeded
-from mflow_sbi.validation import is_integer, is_number
+from mflow_sbi.validation import check_positive_number, is_integer
 from mflow_sbi.transforms import FlowConfig, ImageFlow, ImageFlowConfig, build_flow
 
 
@@ -130,8 +130,7 @@ class DegenerateGaussian(nn.Module):
 
     def __init__(self, features: int, noise_variance: float = 1e-4) -> None:
         super().__init__()
-        if not (is_number(noise_variance) and math.isfinite(noise_variance) and noise_variance > 0):
-            raise ValueError(f"noise_variance must be positive and finite, got {noise_variance!r}")
+        check_positive_number("noise_variance", noise_variance)
         self.features, self.noise_variance = features, noise_variance
         self.factor = nn.Parameter(torch.eye(features))
 

@@ -36,8 +36,8 @@ class Phase:
     data set and passes it as the keyword `field` (the density phase of sequential M/D training
     encodes u = g⁻¹(x) once instead of at every step); otherwise the loss computes it per batch.
 
-    `scope`: keyword arguments of the `parameters` method and of the cache's methods (the chart
-    level a stage of hierarchical training updates)."""
+    `scope`: keyword arguments of the loss, of the `parameters` method and of the cache's methods
+    (the chart level a stage of hierarchical training updates)."""
 
     name: str
     loss: str
@@ -73,7 +73,7 @@ def phase_loss(phase: Phase, estimator: Any, data: dict[str, Tensor]) -> Tensor:
     """The weighted per-sample loss of `phase` on the named tensors in `data` -> (batch,)."""
     loss = getattr(estimator, phase.loss)
     arguments = [data[field] for field in phase.fields]
-    options = dict(phase.options)
+    options = dict(phase.options) | dict(phase.scope)
     if phase.cache is not None and phase.cache[0] in data:
         options[phase.cache[0]] = data[phase.cache[0]]
     if phase.score_weight is None:
@@ -144,7 +144,7 @@ def schedule(
     penalized = Phase("penalized" + suffix, "penalized_likelihood_loss", "parameters", options=penalty, score_weight=score_weight)
     level_stages = [
         (Phase(
-            f"level {level}", "level_loss", "level_parameters", options=(("level", level), *penalty), scope=(("level", level),),
+            f"level {level}", "level_loss", "level_parameters", options=penalty, scope=(("level", level),),
             cache=None if level == 1 else ("inputs", "level_inputs", "lower_level_parameters"),
         ),)
         for level in range(1, levels + 1)
